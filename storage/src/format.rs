@@ -1,0 +1,500 @@
+//! The on-disk format, version 1: the only module that encodes or decodes bytes.
+//!
+//! Byte tables live in `docs/FORMAT.md`; this module is their executable form. All integers
+//! are fixed-width little-endian, frames are 8-byte aligned, every frame and header carries a
+//! CRC32C. Decoders are pure functions over `&[u8]` so fuzzers and Miri can run them; they never
+//! panic on any input.
+//!
+//! What it is not: I/O. Callers hand it slices of mapped segments or files.
+
+use crate::error::FormatError;
+use idgen::Ulid;
+
+/// Format version written by this build and the only one it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Magic bytes opening every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SHLGSEG\0";
+/// Magic bytes opening a log's metadata file.
+pub const META_MAGIC: [u8; 8] = *b"SHLGMETA";
+/// Size of the segment header; frames start here.
+pub const HEADER_LEN: usize = 64;
+/// Size of a frame's fixed header; key, payload and inverse follow.
+pub const FRAME_HEADER_LEN: usize = 56;
+/// Frames start at multiples of this.
+pub const ALIGN: usize = 8;
+/// `revision` value meaning "no stream revision".
+pub const NO_REVISION: u64 = u64::MAX;
+/// Fixed part of the seal footer's payload.
+pub const FOOTER_FIXED_LEN: usize = 56;
+/// Size of one sparse-index entry in the footer.
+pub const INDEX_ENTRY_LEN: usize = 24;
+/// Size of the log metadata file.
+pub const META_LEN: usize = 48;
+
+const _: () = assert!(HEADER_LEN % ALIGN == 0);
+const _: () = assert!(FRAME_HEADER_LEN % ALIGN == 0);
+
+/// Frame flag bits.
+pub mod flags {
+    /// Last frame of an append batch: recovery keeps a batch only if this frame is whole.
+    pub const BATCH_END: u16 = 1 << 0;
+    /// The seal footer frame (not a commit).
+    pub const SEAL: u16 = 1 << 1;
+    /// A transactional write that did not match: `aux` holds the expected revision.
+    pub const CONFLICT: u16 = 1 << 2;
+    /// Part of a cross-shard transaction: `aux` holds its id (reserved for the service).
+    pub const TXN_PART: u16 = 1 << 3;
+    /// Commits the transaction named in `aux` (reserved for the service).
+    pub const TXN_COMMIT: u16 = 1 << 4;
+    /// Reverts the commit whose ULID is in the payload (reserved for the service).
+    pub const REVERTS: u16 = 1 << 5;
+    /// Bits this version knows; any other bit makes a frame unreadable.
+    pub const KNOWN: u16 = BATCH_END | SEAL | CONFLICT | TXN_PART | TXN_COMMIT | REVERTS;
+}
+
+/// Where a segment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Preallocated, maybe receiving frames; the end is found by scanning.
+    Open = 1,
+    /// Immutable; `footer_offset` points at the seal frame.
+    Sealed = 2,
+}
+
+/// A segment file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Open or sealed.
+    pub state: SegmentState,
+    /// Random per incarnation of the file; its low 32 bits tag every frame.
+    pub nonce: u64,
+    /// The shard the segment belongs to.
+    pub shard: u32,
+    /// Sequence number within the shard; also the file name.
+    pub seq: u64,
+    /// When the header was written (ms since epoch).
+    pub created_ms: u64,
+    /// Offset of the seal frame, 0 while open.
+    pub footer_offset: u64,
+}
+
+impl SegmentHeader {
+    /// The tag frames of this incarnation carry.
+    pub fn tag(&self) -> u32 {
+        self.nonce as u32
+    }
+}
+
+/// Encodes a segment header.
+pub fn encode_header(h: &SegmentHeader) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    put_u16(&mut b, 8, FORMAT_VERSION);
+    put_u16(&mut b, 10, HEADER_LEN as u16);
+    put_u32(&mut b, 12, h.state as u32);
+    put_u64(&mut b, 16, h.nonce);
+    put_u32(&mut b, 24, h.shard);
+    put_u64(&mut b, 32, h.seq);
+    put_u64(&mut b, 40, h.created_ms);
+    put_u64(&mut b, 48, h.footer_offset);
+    let crc = crc32c::crc32c(&b[..60]);
+    put_u32(&mut b, 60, crc);
+    b
+}
+
+/// Decodes and verifies a segment header.
+pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
+    if b.len() < HEADER_LEN {
+        return Err(FormatError::BadLength {
+            len: b.len() as u32,
+            available: b.len(),
+        });
+    }
+    check_magic_version(b, SEGMENT_MAGIC)?;
+    check_crc(&b[..60], get_u32(b, 60))?;
+    let state = match get_u32(b, 12) {
+        1 => SegmentState::Open,
+        2 => SegmentState::Sealed,
+        other => {
+            return Err(FormatError::BadField {
+                field: "segment state",
+                value: other as u64,
+            });
+        }
+    };
+    if get_u16(b, 10) as usize != HEADER_LEN {
+        return Err(FormatError::BadField {
+            field: "header length",
+            value: get_u16(b, 10) as u64,
+        });
+    }
+    Ok(SegmentHeader {
+        state,
+        nonce: get_u64(b, 16),
+        shard: get_u32(b, 24),
+        seq: get_u64(b, 32),
+        created_ms: get_u64(b, 40),
+        footer_offset: get_u64(b, 48),
+    })
+}
+
+/// A commit as a writer hands it to the storage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRecord<'a> {
+    /// Optional key (empty: none); at most `u16::MAX` bytes.
+    pub key: &'a [u8],
+    /// The payload, stored byte for byte.
+    pub payload: &'a [u8],
+    /// Optional inverse payload (empty: none).
+    pub inverse: &'a [u8],
+    /// Stream revision, or [`NO_REVISION`].
+    pub revision: u64,
+    /// Meaning given by the flags (expected revision, transaction id).
+    pub aux: u64,
+    /// Flags other than `BATCH_END` and `SEAL`, which the storage sets itself.
+    pub flags: u16,
+}
+
+impl<'a> NewRecord<'a> {
+    /// A plain record: payload only.
+    pub fn payload(payload: &'a [u8]) -> Self {
+        NewRecord {
+            payload,
+            revision: NO_REVISION,
+            ..Default::default()
+        }
+    }
+    /// A keyed record.
+    pub fn keyed(key: &'a [u8], payload: &'a [u8]) -> Self {
+        NewRecord {
+            key,
+            payload,
+            revision: NO_REVISION,
+            ..Default::default()
+        }
+    }
+}
+
+/// A decoded frame borrowing the segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// The commit's ULID.
+    pub id: Ulid,
+    /// Flag bits.
+    pub flags: u16,
+    /// Stream revision or [`NO_REVISION`].
+    pub revision: u64,
+    /// Flag-dependent value.
+    pub aux: u64,
+    /// Key (empty: none).
+    pub key: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+    /// Inverse payload (empty: none).
+    pub inverse: &'a [u8],
+}
+
+/// Bytes a record occupies on disk, padding included.
+pub fn frame_len_padded(key_len: usize, payload_len: usize, inverse_len: usize) -> usize {
+    align_up(FRAME_HEADER_LEN + key_len + payload_len + inverse_len)
+}
+
+/// Rounds up to [`ALIGN`].
+pub const fn align_up(n: usize) -> usize {
+    (n + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Encodes one frame into `out`, which must be at least `frame_len_padded(..)` long; returns
+/// the padded length. Padding bytes are zeroed.
+pub fn encode_frame(out: &mut [u8], tag: u32, id: Ulid, flags: u16, rec: &NewRecord<'_>) -> usize {
+    let (k, p, v) = (rec.key.len(), rec.payload.len(), rec.inverse.len());
+    let len = FRAME_HEADER_LEN + k + p + v;
+    let padded = align_up(len);
+    let out = &mut out[..padded];
+    put_u32(out, 0, len as u32);
+    put_u32(out, 8, tag);
+    put_u16(out, 12, flags);
+    put_u16(out, 14, k as u16);
+    out[16..32].copy_from_slice(&id.0.to_le_bytes());
+    put_u64(out, 32, rec.revision);
+    put_u64(out, 40, rec.aux);
+    put_u32(out, 48, v as u32);
+    put_u32(out, 52, 0);
+    let mut at = FRAME_HEADER_LEN;
+    for part in [rec.key, rec.payload, rec.inverse] {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    out[len..].fill(0);
+    let crc = crc32c::crc32c(&out[8..len]);
+    put_u32(out, 4, crc);
+    padded
+}
+
+/// Decodes the frame at the start of `buf`; returns it and its padded length. `tag` is the
+/// segment's frame tag.
+pub fn decode_frame(buf: &[u8], tag: u32) -> Result<(FrameRef<'_>, usize), FormatError> {
+    let layout = check_frame(buf, tag)?;
+    Ok((layout.view(buf), layout.padded))
+}
+
+/// A verified frame's fields and where its parts lie, without borrowing the bytes: lets a
+/// reader verify once, move on, and borrow the parts later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// The commit's ULID.
+    pub id: Ulid,
+    /// Flag bits.
+    pub flags: u16,
+    /// Stream revision or [`NO_REVISION`].
+    pub revision: u64,
+    /// Flag-dependent value.
+    pub aux: u64,
+    /// Bytes the frame occupies, padding included.
+    pub padded: usize,
+    key_end: usize,
+    payload_end: usize,
+    len: usize,
+}
+
+impl FrameLayout {
+    /// The frame's parts in `buf`, which must start with the frame this layout was checked on.
+    pub fn view<'a>(&self, buf: &'a [u8]) -> FrameRef<'a> {
+        FrameRef {
+            id: self.id,
+            flags: self.flags,
+            revision: self.revision,
+            aux: self.aux,
+            key: &buf[FRAME_HEADER_LEN..self.key_end],
+            payload: &buf[self.key_end..self.payload_end],
+            inverse: &buf[self.payload_end..self.len],
+        }
+    }
+}
+
+/// Verifies the frame at the start of `buf` (length, tag, checksum, reserved bits, inner
+/// lengths) and returns its layout.
+pub fn check_frame(buf: &[u8], tag: u32) -> Result<FrameLayout, FormatError> {
+    if buf.len() < FRAME_HEADER_LEN {
+        let len = if buf.len() >= 4 { get_u32(buf, 0) } else { 0 };
+        if len == 0 {
+            return Err(FormatError::Empty);
+        }
+        return Err(FormatError::BadLength {
+            len,
+            available: buf.len(),
+        });
+    }
+    let len = get_u32(buf, 0);
+    if len == 0 {
+        return Err(FormatError::Empty);
+    }
+    if (len as usize) < FRAME_HEADER_LEN || len as usize > buf.len() {
+        return Err(FormatError::BadLength {
+            len,
+            available: buf.len(),
+        });
+    }
+    let got_tag = get_u32(buf, 8);
+    if got_tag != tag {
+        return Err(FormatError::ForeignTag {
+            expected: tag,
+            got: got_tag,
+        });
+    }
+    let frame = &buf[..len as usize];
+    check_crc(&frame[8..], get_u32(frame, 4))?;
+    let flags = get_u16(frame, 12);
+    if flags & !flags::KNOWN != 0 || get_u32(frame, 52) != 0 {
+        return Err(FormatError::Reserved { flags });
+    }
+    let key_len = get_u16(frame, 14);
+    let inverse_len = get_u32(frame, 48);
+    let body = len as usize - FRAME_HEADER_LEN;
+    if key_len as usize + inverse_len as usize > body {
+        return Err(FormatError::BadInnerLength {
+            key_len,
+            inverse_len,
+            frame_len: len,
+        });
+    }
+    Ok(FrameLayout {
+        id: Ulid(u128::from_le_bytes(
+            frame[16..32].try_into().expect("16 bytes"),
+        )),
+        flags,
+        revision: get_u64(frame, 32),
+        aux: get_u64(frame, 40),
+        padded: align_up(len as usize).min(buf.len()),
+        key_end: FRAME_HEADER_LEN + key_len as usize,
+        payload_end: len as usize - inverse_len as usize,
+        len: len as usize,
+    })
+}
+
+/// What the seal footer records about a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Footer {
+    /// Commits in the segment.
+    pub count: u64,
+    /// First commit's ULID (0 when empty).
+    pub first_id: u128,
+    /// Last commit's ULID (0 when empty).
+    pub last_id: u128,
+    /// Where the data ends and the seal frame starts.
+    pub data_end: u64,
+    /// Sparse index: (ULID, frame offset), increasing.
+    pub index: Vec<(u128, u64)>,
+}
+
+/// Payload bytes of the seal frame for `f`.
+pub fn encode_footer(f: &Footer) -> Vec<u8> {
+    let mut b = vec![0u8; FOOTER_FIXED_LEN + f.index.len() * INDEX_ENTRY_LEN];
+    put_u64(&mut b, 0, f.count);
+    b[8..24].copy_from_slice(&f.first_id.to_le_bytes());
+    b[24..40].copy_from_slice(&f.last_id.to_le_bytes());
+    put_u64(&mut b, 40, f.data_end);
+    put_u32(&mut b, 48, f.index.len() as u32);
+    for (i, (id, off)) in f.index.iter().enumerate() {
+        let at = FOOTER_FIXED_LEN + i * INDEX_ENTRY_LEN;
+        b[at..at + 16].copy_from_slice(&id.to_le_bytes());
+        put_u64(&mut b, at + 16, *off);
+    }
+    b
+}
+
+/// Decodes a seal frame's payload.
+pub fn decode_footer(b: &[u8]) -> Result<Footer, FormatError> {
+    if b.len() < FOOTER_FIXED_LEN {
+        return Err(FormatError::BadField {
+            field: "footer length",
+            value: b.len() as u64,
+        });
+    }
+    let n = get_u32(b, 48) as usize;
+    if b.len() != FOOTER_FIXED_LEN + n * INDEX_ENTRY_LEN {
+        return Err(FormatError::BadField {
+            field: "footer index length",
+            value: n as u64,
+        });
+    }
+    let index = (0..n)
+        .map(|i| {
+            let at = FOOTER_FIXED_LEN + i * INDEX_ENTRY_LEN;
+            (
+                u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes")),
+                get_u64(b, at + 16),
+            )
+        })
+        .collect();
+    Ok(Footer {
+        count: get_u64(b, 0),
+        first_id: u128::from_le_bytes(b[8..24].try_into().expect("16 bytes")),
+        last_id: u128::from_le_bytes(b[24..40].try_into().expect("16 bytes")),
+        data_end: get_u64(b, 40),
+        index,
+    })
+}
+
+/// A log's persistent settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogMeta {
+    /// Number of shards (fixed for the life of the log).
+    pub shards: u32,
+    /// When the log was created (ms since epoch).
+    pub created_ms: u64,
+    /// Retention by age, 0 = none.
+    pub max_age_ms: u64,
+    /// Retention by size, 0 = none.
+    pub max_bytes: u64,
+}
+
+/// Encodes the metadata file.
+pub fn encode_meta(m: &LogMeta) -> [u8; META_LEN] {
+    let mut b = [0u8; META_LEN];
+    b[0..8].copy_from_slice(&META_MAGIC);
+    put_u16(&mut b, 8, FORMAT_VERSION);
+    put_u32(&mut b, 12, m.shards);
+    put_u64(&mut b, 16, m.created_ms);
+    put_u64(&mut b, 24, m.max_age_ms);
+    put_u64(&mut b, 32, m.max_bytes);
+    let crc = crc32c::crc32c(&b[..44]);
+    put_u32(&mut b, 44, crc);
+    b
+}
+
+/// Decodes and verifies the metadata file.
+pub fn decode_meta(b: &[u8]) -> Result<LogMeta, FormatError> {
+    if b.len() != META_LEN {
+        return Err(FormatError::BadLength {
+            len: b.len() as u32,
+            available: b.len(),
+        });
+    }
+    check_magic_version(b, META_MAGIC)?;
+    check_crc(&b[..44], get_u32(b, 44))?;
+    let shards = get_u32(b, 12);
+    if shards == 0 {
+        return Err(FormatError::BadField {
+            field: "shard count",
+            value: 0,
+        });
+    }
+    Ok(LogMeta {
+        shards,
+        created_ms: get_u64(b, 16),
+        max_age_ms: get_u64(b, 24),
+        max_bytes: get_u64(b, 32),
+    })
+}
+
+fn check_magic_version(b: &[u8], magic: [u8; 8]) -> Result<(), FormatError> {
+    let got: [u8; 8] = b[0..8].try_into().expect("8 bytes");
+    if got != magic {
+        return Err(FormatError::BadMagic { got });
+    }
+    let version = get_u16(b, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            got: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn check_crc(bytes: &[u8], expected: u32) -> Result<(), FormatError> {
+    let got = crc32c::crc32c(bytes);
+    if got != expected {
+        return Err(FormatError::ChecksumMismatch { expected, got });
+    }
+    Ok(())
+}
+
+/// Reads the little-endian length word at `at` without decoding (scanners use it to skip).
+pub fn peek_tag(buf: &[u8], at: usize) -> Option<u32> {
+    buf.get(at + 8..at + 12)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+}
+
+fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,30 @@
+//! shardlog's storage: logs of shards of memory-mapped, append-only segment files.
+//!
+//! Entry point: [`Log::open`] recovers a log directory and returns one [`ShardWriter`] per
+//! shard. A writer appends batches ([`ShardWriter::append`]), each visible to readers at once
+//! and whole, and makes them durable with [`ShardWriter::sync`] (group commit) or leaves that to
+//! the background flush. Readers take a [`Cursor`] from a [`Shard`] and read without locks.
+//!
+//! What it is not: async (no tokio, no axum — the service reaches shards through its own
+//! writer threads), a cross-shard merger, or a network protocol. Only [`format`] encodes or
+//! decodes bytes; only `mmap` contains `unsafe`.
+
+pub mod error;
+pub mod format;
+mod index;
+mod log;
+mod maintenance;
+mod mmap;
+pub mod publish;
+pub mod recovery;
+mod segment;
+mod shard;
+mod writer;
+
+pub use error::{FormatError, Result, StorageError};
+pub use format::{FrameRef, NewRecord};
+pub use log::{
+    Log, LogOptions, LogStats, RecoveryReport, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX,
+};
+pub use shard::{Cursor, Record, Shard, ShardStats, Start};
+pub use writer::ShardWriter;

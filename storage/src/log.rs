@@ -1,0 +1,602 @@
+//! A log: N shards in one directory, opened with recovery, kept by a maintenance thread.
+//!
+//! Layout of a log directory:
+//! ```text
+//! LOCK                      held (flock) while the log is open: one process at a time
+//! log.meta                  shard count, creation time, retention (format::LogMeta)
+//! shards/00000/…0001.seg    segment files of shard 0, by sequence number
+//! recycle/                  retired segment files waiting to be reused
+//! ```
+//! [`Log::open`] recovers every shard (see `recovery`) and returns one [`ShardWriter`] per
+//! shard: exactly one writer each, by construction.
+//!
+//! What it is not: a registry of logs (the service keeps that) or a merger across shards.
+
+use crate::error::{Result, StorageError};
+use crate::format::{self, HEADER_LEN, LogMeta};
+use crate::maintenance::{self, Msg};
+use crate::segment::{self, Segment};
+use crate::shard::{Shard, ShardStats};
+use crate::writer::{ShardWriter, WriterConfig};
+use crossbeam_channel::Sender;
+use idgen::{Clock, SystemClock};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Smallest segment size accepted.
+pub const SEGMENT_BYTES_MIN: usize = 64 * 1024;
+/// Most shards a log may have.
+pub const SHARDS_MAX: u32 = 4096;
+
+/// How a log is opened.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Shard count of a new log; an existing log must match.
+    pub shards: u32,
+    /// Size of each segment file (preallocated).
+    pub segment_bytes: usize,
+    /// One sparse-index entry per this many bytes of a segment.
+    pub index_interval_bytes: usize,
+    /// Background flush period for `async` durability.
+    pub flush_interval_ms: u64,
+    /// How often retention runs.
+    pub retention_interval_ms: u64,
+    /// Retired segment files kept for reuse (beyond that they are deleted, off the hot path).
+    pub recycle_files_max: usize,
+    /// Retention.
+    pub retention: Retention,
+    /// The clock for IDs and retention.
+    pub clock: Arc<dyn Clock>,
+    /// Run the maintenance thread (tests turn it off to drive flush and retention by hand).
+    pub background: bool,
+}
+
+/// What a log keeps. Whole sealed segments beyond either limit are retired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep commits younger than this.
+    pub max_age_ms: Option<u64>,
+    /// Keep at most this many data bytes.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            shards: 1,
+            segment_bytes: 64 << 20,
+            index_interval_bytes: 16 << 10,
+            flush_interval_ms: 50,
+            retention_interval_ms: 1_000,
+            recycle_files_max: 4,
+            retention: Retention::default(),
+            clock: Arc::new(SystemClock),
+            background: true,
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(StorageError::InvalidOption { name, reason });
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return bad(
+                "shards",
+                format!("{} is not in 1..={SHARDS_MAX}", self.shards),
+            );
+        }
+        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes % format::ALIGN != 0 {
+            return bad(
+                "segment_bytes",
+                format!(
+                    "{} is below {SEGMENT_BYTES_MIN} or unaligned",
+                    self.segment_bytes
+                ),
+            );
+        }
+        if self.index_interval_bytes < 512 || self.index_interval_bytes > self.segment_bytes {
+            return bad(
+                "index_interval_bytes",
+                format!(
+                    "{} is not in 512..=segment_bytes",
+                    self.index_interval_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An open log. Dropping it stops the maintenance thread after a final flush.
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<LogInner>,
+    tx: Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: LogOptions,
+    pub(crate) meta: LogMeta,
+    pub(crate) shards: Vec<Arc<Shard>>,
+    retired: Mutex<Vec<Arc<Segment>>>,
+    recycle: Mutex<Vec<PathBuf>>,
+    recycle_seq: AtomicU64,
+    background_errors: AtomicU64,
+    last_background_error: Mutex<Option<String>>,
+    _lock: File,
+}
+
+/// A log's size and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Commits stored.
+    pub commits: u64,
+    /// Data bytes stored.
+    pub bytes: u64,
+    /// Segment files in use.
+    pub segments: u64,
+    /// Errors the maintenance thread met (sealing, preparing, flushing, retention).
+    pub background_errors: u64,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+}
+
+/// What recovery found when opening a log.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Torn tails cut: (segment, offset, reason).
+    pub torn_tails: Vec<(PathBuf, u64, String)>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering every shard, and returns it with
+    /// one writer per shard, in shard order.
+    pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>)> {
+        Self::open_with_report(dir, opts).map(|(l, w, _)| (l, w))
+    }
+
+    /// As [`Log::open`], also saying what recovery cut.
+    pub fn open_with_report(
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+    ) -> Result<(Log, Vec<ShardWriter>, RecoveryReport)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_owned();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::io("create log directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let meta = load_or_create_meta(&dir, &opts)?;
+        let recycle_dir = dir.join("recycle");
+        std::fs::create_dir_all(&recycle_dir)
+            .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
+        let recycle = list_files(&recycle_dir)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>();
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        let cfg = WriterConfig {
+            segment_bytes: opts.segment_bytes,
+            index_interval_bytes: opts.index_interval_bytes,
+        };
+        let mut report = RecoveryReport::default();
+        let mut shards = Vec::new();
+        let mut writers = Vec::new();
+        for i in 0..meta.shards {
+            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, &mut report)?;
+            shards.push(shard);
+            writers.push(writer);
+        }
+        let inner = Arc::new(LogInner {
+            dir,
+            meta,
+            opts,
+            shards,
+            retired: Mutex::new(Vec::new()),
+            recycle_seq: AtomicU64::new(recycle.len() as u64),
+            recycle: Mutex::new(recycle),
+            background_errors: AtomicU64::new(0),
+            last_background_error: Mutex::new(None),
+            _lock: lock,
+        });
+        let thread = if inner.opts.background {
+            for i in 0..inner.shards.len() {
+                let _ = tx.send(Msg::Prepare { shard: i });
+            }
+            let inner2 = Arc::clone(&inner);
+            Some(
+                std::thread::Builder::new()
+                    .name("shardlog-maint".into())
+                    .spawn(move || maintenance::run(inner2, rx))
+                    .map_err(|e| StorageError::io("spawn maintenance thread", &inner.dir, e))?,
+            )
+        } else {
+            drop(rx);
+            None
+        };
+        Ok((Log { inner, tx, thread }, writers, report))
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The shards, in order.
+    pub fn shards(&self) -> &[Arc<Shard>] {
+        &self.inner.shards
+    }
+
+    /// Shard `i`.
+    pub fn shard(&self, i: usize) -> &Arc<Shard> {
+        &self.inner.shards[i]
+    }
+
+    /// Persistent settings.
+    pub fn meta(&self) -> LogMeta {
+        self.inner.meta
+    }
+
+    /// Size and counters.
+    pub fn stats(&self) -> LogStats {
+        let shards: Vec<_> = self.inner.shards.iter().map(|s| s.stats()).collect();
+        LogStats {
+            commits: shards.iter().map(|s| s.commits).sum(),
+            bytes: shards.iter().map(|s| s.bytes).sum(),
+            segments: shards.iter().map(|s| s.segments).sum(),
+            background_errors: self.inner.background_errors.load(Ordering::Relaxed),
+            shards,
+        }
+    }
+
+    /// The last error the maintenance thread met, if any.
+    pub fn last_background_error(&self) -> Option<String> {
+        self.inner
+            .last_background_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes every published commit of every shard durable.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Retires whole sealed segments beyond the retention limits as of `now_ms`; returns how
+    /// many. Their files are recycled or deleted once no reader holds them.
+    pub fn apply_retention(&self, now_ms: u64) -> Result<usize> {
+        let n = self.inner.apply_retention(now_ms)?;
+        self.inner.recycle_retired();
+        Ok(n)
+    }
+
+    /// Reads every frame of every segment and verifies its checksum; the first failure is an
+    /// error naming segment and offset. Returns the number of commits verified.
+    pub fn verify(&self) -> Result<u64> {
+        let mut n = 0;
+        for shard in &self.inner.shards {
+            let mut c = shard.cursor(crate::shard::Start::Beginning);
+            while c.next()?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LogInner {
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.shards.iter().try_for_each(|s| s.flush())
+    }
+
+    pub(crate) fn background_error(&self, e: StorageError) {
+        self.background_errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_background_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    /// Prepares shard `i`'s next segment unless one is ready.
+    pub(crate) fn prepare_next(&self, i: usize) -> Result<()> {
+        let shard = &self.shards[i];
+        let next_seq = shard.segments.load().last().map_or(1, |s| s.seq + 1);
+        {
+            let slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|p| p.segment.seq == next_seq) {
+                return Ok(());
+            }
+        }
+        let recycled = self.recycle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let opened = segment::prepare(
+            &shard.dir,
+            shard.id,
+            next_seq,
+            self.opts.segment_bytes,
+            self.opts.index_interval_bytes,
+            self.opts.clock.now_ms(),
+            recycled,
+        )?;
+        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        // The writer may have rolled (and prepared inline) meanwhile; then this one is stale.
+        let current_next = shard.segments.load().last().map_or(1, |s| s.seq + 1);
+        if opened.segment.seq == current_next {
+            *slot = Some(opened);
+        } else {
+            drop(slot);
+            let path = opened.segment.path.clone();
+            drop(opened);
+            self.retire_file(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes whole sealed segments beyond the limits from their shards' lists.
+    pub(crate) fn apply_retention(&self, now_ms: u64) -> Result<usize> {
+        let Retention {
+            max_age_ms,
+            max_bytes,
+        } = self.opts.retention;
+        if max_age_ms.is_none() && max_bytes.is_none() {
+            return Ok(0);
+        }
+        // Sealed segments of all shards, oldest last commit first.
+        let mut sealed: Vec<(u128, usize, Arc<Segment>)> = Vec::new();
+        let mut total: u64 = 0;
+        for (i, shard) in self.shards.iter().enumerate() {
+            for s in shard.segments.load().iter() {
+                total += s.data_bytes();
+                if let Some(last) = s.sealed_last_id() {
+                    sealed.push((last, i, Arc::clone(s)));
+                } else if s.is_sealed() {
+                    sealed.push((0, i, Arc::clone(s)));
+                }
+            }
+        }
+        sealed.sort_by_key(|(last, _, s)| (*last, s.seq));
+        let cutoff_ms = max_age_ms.map(|age| now_ms.saturating_sub(age));
+        let mut doomed = Vec::new();
+        for (last, i, seg) in sealed {
+            let too_old = cutoff_ms.is_some_and(|c| ((last >> 80) as u64) < c);
+            let too_big = max_bytes.is_some_and(|m| total > m);
+            if !(too_old || too_big) {
+                break;
+            }
+            total -= seg.data_bytes();
+            doomed.push((i, seg));
+        }
+        let n = doomed.len();
+        for (i, seg) in doomed {
+            let shard = &self.shards[i];
+            let _guard = shard.list_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let list: Vec<_> = shard
+                .segments
+                .load()
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, &seg))
+                .cloned()
+                .collect();
+            shard.segments.store(Arc::new(list));
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(seg);
+        }
+        Ok(n)
+    }
+
+    /// Recycles (or deletes, beyond `recycle_files_max`) retired segments no reader holds.
+    pub(crate) fn recycle_retired(&self) {
+        let free: Vec<Arc<Segment>> = {
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            let (free, busy): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|s| Arc::strong_count(s) == 1);
+            *retired = busy;
+            free
+        };
+        for seg in free {
+            let path = seg.path.clone();
+            drop(seg); // unmaps
+            if let Err(e) = self.retire_file(&path) {
+                self.background_error(e);
+            }
+        }
+    }
+
+    /// Moves a file no longer mapped by anyone into the recycle pool, or deletes it.
+    fn retire_file(&self, path: &Path) -> Result<()> {
+        let mut pool = self.recycle.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.opts.recycle_files_max {
+            let n = self.recycle_seq.fetch_add(1, Ordering::Relaxed);
+            let to = self.dir.join("recycle").join(format!("{n:020}.seg"));
+            std::fs::rename(path, &to).map_err(|e| StorageError::io("recycle segment", path, e))?;
+            pool.push(to);
+        } else {
+            std::fs::remove_file(path).map_err(|e| StorageError::io("delete segment", path, e))?;
+        }
+        if let Some(parent) = path.parent() {
+            segment::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_shard(
+    dir: &Path,
+    i: u32,
+    opts: &LogOptions,
+    cfg: &WriterConfig,
+    tx: &Sender<Msg>,
+    report: &mut RecoveryReport,
+) -> Result<(Arc<Shard>, ShardWriter)> {
+    let shard_dir = dir.join("shards").join(format!("{i:05}"));
+    std::fs::create_dir_all(&shard_dir)
+        .map_err(|e| StorageError::io("create shard directory", &shard_dir, e))?;
+    let files = list_files(&shard_dir)?;
+    let mut opened = Vec::new();
+    for (path, name) in files {
+        match segment::parse_file_name(&name) {
+            Some(seq) => opened.push(segment::open(
+                &path,
+                i,
+                seq,
+                opts.segment_bytes,
+                opts.index_interval_bytes,
+            )?),
+            None if name.ends_with(".tmp") => {
+                // A segment that never got its durable header: never held data.
+                std::fs::remove_file(&path)
+                    .map_err(|e| StorageError::io("remove temporary segment", &path, e))?;
+            }
+            None => {}
+        }
+    }
+    opened.sort_by_key(|o| o.segment.seq);
+    let mut last_id = None;
+    for o in &opened {
+        if let Some((off, reason)) = &o.torn_at {
+            report
+                .torn_tails
+                .push((o.segment.path.clone(), *off as u64, reason.to_string()));
+        }
+        last_id = o.last_id.or(last_id);
+    }
+    // Every open segment but the last was rolled away from before a crash: seal it now.
+    let n = opened.len();
+    for o in opened.iter_mut().take(n.saturating_sub(1)) {
+        if let Some(mut w) = o.writer.take() {
+            segment::seal(&o.segment, &mut w)?;
+        }
+    }
+    let active = match opened.last_mut() {
+        Some(o) if o.writer.is_some() => o.writer.take().map(|w| (Arc::clone(&o.segment), w)),
+        _ => None,
+    };
+    let mut segments: Vec<Arc<Segment>> = opened.iter().map(|o| Arc::clone(&o.segment)).collect();
+    let (seg, map) = match active {
+        Some(a) => a,
+        None => {
+            let seq = segments.last().map_or(1, |s| s.seq + 1);
+            let now = opts.clock.now_ms();
+            let o = segment::prepare(
+                &shard_dir,
+                i,
+                seq,
+                opts.segment_bytes,
+                opts.index_interval_bytes,
+                now,
+                None,
+            )?;
+            segments.push(Arc::clone(&o.segment));
+            (o.segment, o.writer.expect("prepared segments are open"))
+        }
+    };
+    debug_assert!(map.map().published() >= HEADER_LEN);
+    let shard = Arc::new(Shard::new(i, shard_dir, segments));
+    let writer = ShardWriter::new(
+        Arc::clone(&shard),
+        seg,
+        map,
+        last_id,
+        Arc::clone(&opts.clock),
+        tx.clone(),
+        cfg.clone(),
+    );
+    Ok((shard, writer))
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("open lock file", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", &path, e)),
+    }
+}
+
+fn load_or_create_meta(dir: &Path, opts: &LogOptions) -> Result<LogMeta> {
+    let path = dir.join("log.meta");
+    let wanted = LogMeta {
+        shards: opts.shards,
+        created_ms: opts.clock.now_ms(),
+        max_age_ms: opts.retention.max_age_ms.unwrap_or(0),
+        max_bytes: opts.retention.max_bytes.unwrap_or(0),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored = format::decode_meta(&bytes).map_err(|reason| StorageError::Corrupt {
+                segment: path.clone(),
+                offset: 0,
+                reason,
+            })?;
+            if stored.shards != opts.shards {
+                return Err(StorageError::ShardCountMismatch {
+                    stored: stored.shards,
+                    requested: opts.shards,
+                });
+            }
+            let current = LogMeta {
+                created_ms: stored.created_ms,
+                ..wanted
+            };
+            if current != stored {
+                write_meta(dir, &path, &current)?;
+            }
+            Ok(current)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_meta(dir, &path, &wanted)?;
+            Ok(wanted)
+        }
+        Err(e) => Err(StorageError::io("read log metadata", &path, e)),
+    }
+}
+
+/// Writes the metadata file atomically: temporary file, fsync, rename, fsync directory.
+fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("log.meta.tmp");
+    let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
+    f.write_all(&format::encode_meta(meta))
+        .map_err(|e| StorageError::io("write", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| StorageError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+    segment::sync_dir(dir)
+}
+
+/// Regular files of a directory as (path, name), sorted by name.
+fn list_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list directory", dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io("list directory", dir, e))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            out.push((
+                entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}

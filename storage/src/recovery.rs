@@ -1,0 +1,146 @@
+//! Recovery policy for a segment that was not sealed: find where its data really ends.
+//!
+//! The policy, in order:
+//! 1. Frames are read from the header on. A batch counts only when its `BATCH_END` frame is
+//!    whole; frames of an unfinished batch at the end are cut (a batch is all or nothing, also
+//!    across a crash).
+//! 2. At the first frame that does not decode (zero length, bad length, foreign tag, checksum),
+//!    look ahead: if any later 8-byte-aligned position holds a valid frame of this segment, the
+//!    bad frame is **corruption** before the tail and opening fails, naming segment and offset.
+//!    Otherwise it is a **torn tail** and is cut.
+//! 3. The caller zeroes the cut range (orphan frames and the bad frame's header), so no
+//!    remnant can look like data after the next crash.
+//!
+//! A process crash loses no page-cache bytes, so under rule 2 it only ever yields a torn tail.
+//! A machine crash can tear the unsynced end in any order; that too is a torn tail as long as
+//! no synced frame follows it, which `sync` durability guarantees.
+//!
+//! What it is not: the check of sealed segments (their footer is trusted after its checksum;
+//! frames are verified when read, and `Log::verify` scans everything). Pure `&[u8]` code, so the
+//! fuzz target can run it.
+
+use crate::error::FormatError;
+use crate::format::{self, FRAME_HEADER_LEN, Footer, HEADER_LEN, flags};
+
+/// What a scan of an open segment found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scan {
+    /// End of the last whole batch: the published length to resume from.
+    pub end: usize,
+    /// Commits in whole batches.
+    pub count: u64,
+    /// ULID of the first commit.
+    pub first_id: Option<u128>,
+    /// ULID of the last commit.
+    pub last_id: Option<u128>,
+    /// Sparse index entries of the kept frames.
+    pub index: Vec<(u128, u64)>,
+    /// The seal footer, when the segment was sealed but its header was not updated.
+    pub seal: Option<Footer>,
+    /// Bytes from `end` up to here may hold remnants and must be zeroed.
+    pub dirty_end: usize,
+    /// Where the tail was cut and why (none when the segment ended cleanly at a seal).
+    pub torn_at: Option<(usize, FormatError)>,
+}
+
+/// Scans `bytes` (a whole segment, header included) whose frames carry `tag`. `Err` is
+/// corruption before the tail: (offset, reason).
+pub fn scan_open_segment(
+    bytes: &[u8],
+    tag: u32,
+    index_interval_bytes: usize,
+) -> Result<Scan, (usize, FormatError)> {
+    let mut scan = Scan {
+        end: HEADER_LEN.min(bytes.len()),
+        ..Scan::default()
+    };
+    let interval = index_interval_bytes.max(format::ALIGN);
+    let mut pos = scan.end;
+    // The batch being read; committed into `scan` at its BATCH_END.
+    let mut pending = Scan::default();
+    let mut previous: Option<u128> = None;
+    loop {
+        let err = match format::decode_frame(&bytes[pos..], tag) {
+            Ok((frame, padded)) => {
+                if frame.flags & flags::SEAL != 0 {
+                    if pending.count != 0 {
+                        return Err((
+                            pos,
+                            FormatError::BadField {
+                                field: "seal inside a batch",
+                                value: pending.count,
+                            },
+                        ));
+                    }
+                    let footer = format::decode_footer(frame.payload).map_err(|e| (pos, e))?;
+                    if footer.data_end != pos as u64 || footer.count != scan.count {
+                        return Err((
+                            pos,
+                            FormatError::BadField {
+                                field: "footer data_end",
+                                value: footer.data_end,
+                            },
+                        ));
+                    }
+                    scan.seal = Some(footer);
+                    scan.dirty_end = scan.end;
+                    return Ok(scan);
+                }
+                let id = frame.id.0;
+                if let Some(prev) = previous
+                    && id <= prev
+                {
+                    return Err((pos, FormatError::IdNotIncreasing { id, previous: prev }));
+                }
+                previous = Some(id);
+                let last_indexed = pending
+                    .index
+                    .last()
+                    .or(scan.index.last())
+                    .map(|e| e.1 as usize);
+                if last_indexed.is_none_or(|l| pos / interval > l / interval) {
+                    pending.index.push((id, pos as u64));
+                }
+                pending.count += 1;
+                pending.first_id.get_or_insert(id);
+                pending.last_id = Some(id);
+                pos += padded;
+                if frame.flags & flags::BATCH_END != 0 {
+                    scan.count += pending.count;
+                    scan.first_id = scan.first_id.or(pending.first_id);
+                    scan.last_id = pending.last_id;
+                    scan.index.append(&mut pending.index);
+                    scan.end = pos;
+                    pending = Scan::default();
+                }
+                if pos >= bytes.len() {
+                    FormatError::Empty
+                } else {
+                    continue;
+                }
+            }
+            Err(e) => e,
+        };
+        if valid_frame_after(bytes, pos, tag).is_some() {
+            return Err((pos, err));
+        }
+        scan.dirty_end = (pos + FRAME_HEADER_LEN).min(bytes.len());
+        if pos > scan.end || err != FormatError::Empty {
+            scan.torn_at = Some((pos, err));
+        }
+        return Ok(scan);
+    }
+}
+
+/// The first aligned position after `pos` holding a valid frame with `tag`, if any.
+fn valid_frame_after(bytes: &[u8], pos: usize, tag: u32) -> Option<usize> {
+    let mut q = pos + format::ALIGN;
+    while q + FRAME_HEADER_LEN <= bytes.len() {
+        if format::peek_tag(bytes, q) == Some(tag) && format::decode_frame(&bytes[q..], tag).is_ok()
+        {
+            return Some(q);
+        }
+        q += format::ALIGN;
+    }
+    None
+}

@@ -1,0 +1,458 @@
+//! One segment file: creation (preallocated, prefaulted), opening with recovery, sealing.
+//!
+//! A segment is a fixed-size file named `{seq:020}.seg` in its shard's directory: a header,
+//! then 8-byte-aligned frames, then, once sealed, a seal frame (the footer) holding the count,
+//! the ULID range and the sparse index. Files are created under a temporary name, preallocated
+//! with `fallocate`, given their header, fsynced, then renamed into place and the directory
+//! fsynced — so a file with a final name always has a durable header, and a full disk is an
+//! error here, never a SIGBUS in a write.
+//!
+//! What it is not: the append path (`writer`) or the cursor (`reader`).
+
+use crate::error::{FormatError, Result, StorageError};
+use crate::format::{self, FRAME_HEADER_LEN, HEADER_LEN, SegmentHeader, SegmentState, flags};
+use crate::index::SparseIndex;
+use crate::mmap::{MapWriter, MappedFile, map_segment};
+use crate::recovery;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A segment as readers and the maintenance thread see it.
+#[derive(Debug)]
+pub struct Segment {
+    pub(crate) path: PathBuf,
+    pub(crate) seq: u64,
+    pub(crate) tag: u32,
+    pub(crate) map: Arc<MappedFile>,
+    pub(crate) index: SparseIndex,
+    /// Set once, before the first frame is published.
+    pub(crate) first_id: OnceLock<u128>,
+    /// Set once, when sealed: (last ULID, commit count).
+    pub(crate) sealed: OnceLock<(u128, u64)>,
+    /// Commits published (for statistics; exact once sealed).
+    pub(crate) count: AtomicU64,
+    /// Bytes known to be on disk.
+    pub(crate) flushed: AtomicUsize,
+}
+
+/// A segment opened or created together with its writing handle.
+#[derive(Debug)]
+pub struct Opened {
+    /// The shared side.
+    pub segment: Arc<Segment>,
+    /// The writing handle (`None` for a sealed segment).
+    pub writer: Option<MapWriter>,
+    /// Last ULID stored (for the shard's generator).
+    pub last_id: Option<u128>,
+    /// Where recovery cut a torn tail, if it did.
+    pub torn_at: Option<(usize, FormatError)>,
+}
+
+/// File name of segment `seq`.
+pub fn file_name(seq: u64) -> String {
+    format!("{seq:020}.seg")
+}
+
+/// Parses a segment file name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    name.strip_suffix(".seg")
+        .filter(|s| s.len() == 20)
+        .and_then(|s| s.parse().ok())
+}
+
+/// Bytes a segment must keep free for its seal frame.
+pub fn footer_reserve(segment_bytes: usize, interval_bytes: usize) -> usize {
+    let entries = SparseIndex::capacity_for(segment_bytes, interval_bytes);
+    format::frame_len_padded(
+        0,
+        format::FOOTER_FIXED_LEN + entries * format::INDEX_ENTRY_LEN,
+        0,
+    )
+}
+
+/// Fsyncs a directory so a created, renamed or removed entry survives a machine crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", dir, e))
+}
+
+/// Prepares segment `seq` of `shard` in `dir`: takes `recycled` (an old segment file) or
+/// creates a new file, preallocates `segment_bytes`, writes an open header with a fresh nonce,
+/// makes it durable, renames it into place, and maps it prefaulted.
+pub fn prepare(
+    dir: &Path,
+    shard: u32,
+    seq: u64,
+    segment_bytes: usize,
+    index_interval_bytes: usize,
+    created_ms: u64,
+    recycled: Option<PathBuf>,
+) -> Result<Opened> {
+    let final_path = dir.join(file_name(seq));
+    let tmp = dir.join(format!("{}.tmp", file_name(seq)));
+    if let Some(old) = recycled {
+        std::fs::rename(&old, &tmp)
+            .map_err(|e| StorageError::io("rename recycled segment", &old, e))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .map_err(|e| StorageError::io("create segment", &tmp, e))?;
+    preallocate(&file, &tmp, segment_bytes)?;
+    let header = SegmentHeader {
+        state: SegmentState::Open,
+        nonce: fastnonce(seq, created_ms),
+        shard,
+        seq,
+        created_ms,
+        footer_offset: 0,
+    };
+    write_header_pwrite(&file, &tmp, &header)?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
+    std::fs::rename(&tmp, &final_path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
+    sync_dir(dir)?;
+    let (map, writer) = map_segment(&file, segment_bytes, HEADER_LEN, true)
+        .map_err(|e| StorageError::io("map segment", &final_path, e))?;
+    let segment = Arc::new(Segment::new(
+        final_path,
+        seq,
+        header.tag(),
+        map,
+        segment_bytes,
+        index_interval_bytes,
+    ));
+    segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
+    Ok(Opened {
+        segment,
+        writer: Some(writer),
+        last_id: None,
+        torn_at: None,
+    })
+}
+
+/// Opens an existing segment, running recovery if it is not sealed. A segment found open but
+/// with a whole seal frame is completed (its header marked sealed).
+pub fn open(
+    path: &Path,
+    shard: u32,
+    seq: u64,
+    segment_bytes: usize,
+    index_interval_bytes: usize,
+) -> Result<Opened> {
+    let corrupt = |offset: usize, reason: FormatError| StorageError::Corrupt {
+        segment: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io("open segment", path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| StorageError::io("stat segment", path, e))?
+        .len() as usize;
+    let mut header_bytes = [0u8; HEADER_LEN];
+    if file_len >= HEADER_LEN {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut header_bytes, 0)
+            .map_err(|e| StorageError::io("read header", path, e))?;
+    }
+    let header = format::decode_header(&header_bytes).map_err(|e| corrupt(0, e))?;
+    if header.seq != seq || header.shard != shard {
+        return Err(corrupt(
+            0,
+            FormatError::BadField {
+                field: "header seq or shard",
+                value: header.seq,
+            },
+        ));
+    }
+    if header.state == SegmentState::Sealed {
+        return open_sealed(
+            path,
+            &file,
+            file_len,
+            &header,
+            index_interval_bytes,
+            corrupt,
+        );
+    }
+    // An open segment may have been cut short (a torn file); give it back its full size so
+    // the writer never maps past the end of the file.
+    let len = file_len.max(segment_bytes);
+    if len > file_len {
+        preallocate(&file, path, len)?;
+    }
+    let (map, mut writer) = map_segment(&file, len, HEADER_LEN, false)
+        .map_err(|e| StorageError::io("map segment", path, e))?;
+    let scan =
+        recovery::scan_open_segment(writer.bytes(0, len), header.tag(), index_interval_bytes)
+            .map_err(|(off, e)| corrupt(off, e))?;
+    if scan.dirty_end > scan.end {
+        let (start, end) = (scan.end, scan.dirty_end);
+        writer.tail_mut(start, end - start).fill(0);
+        map.flush(start, end, true)
+            .map_err(|e| StorageError::io("msync segment", path, e))?;
+    }
+    let segment = Segment::new(
+        path.to_owned(),
+        seq,
+        header.tag(),
+        map,
+        len,
+        index_interval_bytes,
+    );
+    for &(id, off) in &scan.index {
+        segment.index.push(id, off);
+    }
+    if let Some(first) = scan.first_id {
+        let _ = segment.first_id.set(first);
+    }
+    segment.count.store(scan.count, Ordering::Relaxed);
+    writer.publish(scan.end);
+    segment.flushed.store(scan.end, Ordering::Relaxed);
+    let segment = Arc::new(segment);
+    let mut writer = Some(writer);
+    if let Some(footer) = &scan.seal {
+        // Crashed between writing the seal frame and updating the header: finish the job.
+        let mut w = writer.take().expect("writer present");
+        complete_seal(&segment, &mut w, footer.data_end as usize, footer.last_id)?;
+    }
+    Ok(Opened {
+        segment,
+        writer,
+        last_id: scan.last_id,
+        torn_at: scan.torn_at,
+    })
+}
+
+fn open_sealed(
+    path: &Path,
+    file: &File,
+    file_len: usize,
+    header: &SegmentHeader,
+    index_interval_bytes: usize,
+    corrupt: impl Fn(usize, FormatError) -> StorageError,
+) -> Result<Opened> {
+    let (map, writer) = map_segment(file, file_len, HEADER_LEN, false)
+        .map_err(|e| StorageError::io("map segment", path, e))?;
+    let at = header.footer_offset as usize;
+    if at < HEADER_LEN || at + FRAME_HEADER_LEN > file_len {
+        return Err(corrupt(
+            0,
+            FormatError::BadField {
+                field: "footer offset",
+                value: at as u64,
+            },
+        ));
+    }
+    let (frame, _) = format::decode_frame(writer.bytes(at, file_len), header.tag())
+        .map_err(|e| corrupt(at, e))?;
+    if frame.flags & flags::SEAL == 0 {
+        return Err(corrupt(
+            at,
+            FormatError::BadField {
+                field: "seal flag",
+                value: frame.flags as u64,
+            },
+        ));
+    }
+    let footer = format::decode_footer(frame.payload).map_err(|e| corrupt(at, e))?;
+    if footer.data_end != at as u64 {
+        return Err(corrupt(
+            at,
+            FormatError::BadField {
+                field: "footer data_end",
+                value: footer.data_end,
+            },
+        ));
+    }
+    let segment = Segment::new(
+        path.to_owned(),
+        header.seq,
+        header.tag(),
+        map,
+        file_len,
+        index_interval_bytes.max(1),
+    );
+    for &(id, off) in &footer.index {
+        segment.index.push(id, off);
+    }
+    if footer.count > 0 {
+        let _ = segment.first_id.set(footer.first_id);
+    }
+    segment.count.store(footer.count, Ordering::Relaxed);
+    let _ = segment.sealed.set((footer.last_id, footer.count));
+    let mut writer = writer;
+    writer.publish(at);
+    drop(writer);
+    segment.flushed.store(file_len, Ordering::Relaxed);
+    let last = (footer.count > 0).then_some(footer.last_id);
+    Ok(Opened {
+        segment: Arc::new(segment),
+        writer: None,
+        last_id: last,
+        torn_at: None,
+    })
+}
+
+/// Seals a segment whose writer has moved on: writes the seal frame after the published data,
+/// flushes data and footer, then marks the header sealed and flushes it. Runs off the hot path.
+pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
+    let data_end = writer.map().published();
+    let last_id = last_id_before(segment, writer, data_end).unwrap_or(0);
+    let footer = format::Footer {
+        count: segment.count.load(Ordering::Relaxed),
+        first_id: segment.first_id.get().copied().unwrap_or(0),
+        last_id,
+        data_end: data_end as u64,
+        index: segment.index.entries(),
+    };
+    let payload = format::encode_footer(&footer);
+    let rec = format::NewRecord::payload(&payload);
+    let len = format::frame_len_padded(0, payload.len(), 0);
+    let id = idgen::Ulid(last_id);
+    format::encode_frame(
+        writer.tail_mut(data_end, len),
+        segment.tag,
+        id,
+        flags::SEAL,
+        &rec,
+    );
+    complete_seal(segment, writer, data_end, last_id)
+}
+
+/// Marks the header sealed once the data and the seal frame at `data_end` are durable.
+fn complete_seal(
+    segment: &Segment,
+    writer: &mut MapWriter,
+    data_end: usize,
+    last_id: u128,
+) -> Result<()> {
+    let map = Arc::clone(writer.map());
+    let flushed = segment.flushed.load(Ordering::Relaxed);
+    map.flush(flushed, map.len(), true)
+        .map_err(|e| StorageError::io("msync segment", &segment.path, e))?;
+    let current =
+        format::decode_header(writer.bytes(0, HEADER_LEN)).map_err(|e| StorageError::Corrupt {
+            segment: segment.path.clone(),
+            offset: 0,
+            reason: e,
+        })?;
+    let sealed = SegmentHeader {
+        state: SegmentState::Sealed,
+        footer_offset: data_end as u64,
+        ..current
+    };
+    writer
+        .header_mut()
+        .copy_from_slice(&format::encode_header(&sealed));
+    map.flush(0, HEADER_LEN, true)
+        .map_err(|e| StorageError::io("msync header", &segment.path, e))?;
+    segment.flushed.store(map.len(), Ordering::Relaxed);
+    let _ = segment
+        .sealed
+        .set((last_id, segment.count.load(Ordering::Relaxed)));
+    Ok(())
+}
+
+/// The ULID of the last frame below `end`, found from the last index entry.
+fn last_id_before(segment: &Segment, writer: &MapWriter, end: usize) -> Option<u128> {
+    let n = segment.index.len();
+    let mut pos = if n == 0 {
+        return None;
+    } else {
+        segment.index.get(n - 1).1 as usize
+    };
+    let mut last = None;
+    while pos < end {
+        let (frame, padded) = format::decode_frame(writer.bytes(pos, end), segment.tag).ok()?;
+        last = Some(frame.id.0);
+        pos += padded;
+    }
+    last
+}
+
+impl Segment {
+    fn new(
+        path: PathBuf,
+        seq: u64,
+        tag: u32,
+        map: Arc<MappedFile>,
+        len: usize,
+        interval: usize,
+    ) -> Self {
+        Segment {
+            path,
+            seq,
+            tag,
+            map,
+            index: SparseIndex::new(len, interval),
+            first_id: OnceLock::new(),
+            sealed: OnceLock::new(),
+            count: AtomicU64::new(0),
+            flushed: AtomicUsize::new(HEADER_LEN),
+        }
+    }
+
+    /// Published data bytes (header excluded).
+    pub fn data_bytes(&self) -> u64 {
+        (self.map.published() - HEADER_LEN) as u64
+    }
+
+    /// The ULID of the last commit, once sealed.
+    pub fn sealed_last_id(&self) -> Option<u128> {
+        self.sealed.get().filter(|s| s.1 > 0).map(|s| s.0)
+    }
+
+    /// Whether the segment is sealed (immutable and durable).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.get().is_some()
+    }
+
+    /// Makes every published byte durable (msync); returns whether anything was flushed.
+    pub fn flush_published(&self) -> std::io::Result<bool> {
+        let published = self.map.published();
+        let flushed = self.flushed.load(Ordering::Acquire);
+        if published <= flushed {
+            return Ok(false);
+        }
+        self.map.flush(flushed, published, true)?;
+        self.flushed.fetch_max(published, Ordering::AcqRel);
+        Ok(true)
+    }
+}
+
+fn preallocate(file: &File, path: &Path, bytes: usize) -> Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::empty(), 0, bytes as u64) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) => Err(StorageError::DiskFull {
+            path: path.to_owned(),
+            bytes: bytes as u64,
+        }),
+        Err(e) => Err(StorageError::io("fallocate segment", path, e.into())),
+    }
+}
+
+fn write_header_pwrite(file: &File, path: &Path, header: &SegmentHeader) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&format::encode_header(header), 0)
+        .map_err(|e| StorageError::io("write header", path, e))
+}
+
+/// A nonce that differs between incarnations of a file with high probability: a process-seeded
+/// random number mixed with the sequence number and time.
+fn fastnonce(seq: u64, created_ms: u64) -> u64 {
+    let r = fastrand::u64(..);
+    r ^ seq.rotate_left(32) ^ created_ms
+}

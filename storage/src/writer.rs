@@ -1,0 +1,294 @@
+//! The append path: the one writer of a shard.
+//!
+//! `append` encodes a batch straight into the mapped segment beyond the published length and
+//! publishes it with one store, so readers see the whole batch or none of it; its last frame
+//! carries `BATCH_END` so recovery keeps it whole or cuts it whole. `sync` makes everything
+//! appended so far durable with one msync per touched segment: callers group many batches into
+//! one `sync` (group commit). IDs come from the writer's own monotonic generator, one clock read
+//! per batch.
+//!
+//! Rolling takes the segment the maintenance thread prepared (preallocated, prefaulted) and
+//! hands the old one back to it for sealing, so neither file creation nor msync of a full
+//! segment happens on the hot path unless no prepared segment is ready (counted).
+//!
+//! What it is not: thread-safe (one writer per shard, owned by one thread) or a queue.
+
+use crate::error::{Result, StorageError};
+use crate::format::{self, HEADER_LEN, NewRecord, flags};
+use crate::maintenance::Msg;
+use crate::mmap::MapWriter;
+use crate::segment::{self, Segment};
+use crate::shard::Shard;
+use crossbeam_channel::Sender;
+use idgen::{Clock, Generator, IdRange, Ulid};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The unique writer of one shard.
+#[derive(Debug)]
+pub struct ShardWriter {
+    shard: Arc<Shard>,
+    seg: Arc<Segment>,
+    map: MapWriter,
+    /// End of the data written and published in `seg`.
+    pos: usize,
+    /// Data may not pass this offset in `seg` (room kept for the seal frame).
+    limit: usize,
+    ids: Generator<Arc<dyn Clock>>,
+    regressions_reported: u64,
+    /// Segments rolled away from since the last `sync`.
+    unsynced: Vec<Arc<Segment>>,
+    maintenance: Sender<Msg>,
+    cfg: WriterConfig,
+    poisoned: bool,
+    index_scratch: Vec<(u128, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConfig {
+    pub segment_bytes: usize,
+    pub index_interval_bytes: usize,
+}
+
+impl ShardWriter {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shard: Arc<Shard>,
+        seg: Arc<Segment>,
+        map: MapWriter,
+        last_id: Option<u128>,
+        clock: Arc<dyn Clock>,
+        maintenance: Sender<Msg>,
+        cfg: WriterConfig,
+    ) -> Self {
+        let mut ids = Generator::new(clock);
+        if let Some(last) = last_id {
+            ids.advance_past(Ulid(last));
+        }
+        let pos = map.map().published();
+        let limit = limit_for(map.map().len(), cfg.index_interval_bytes);
+        ShardWriter {
+            shard,
+            seg,
+            map,
+            pos,
+            limit,
+            ids,
+            regressions_reported: 0,
+            unsynced: Vec::new(),
+            maintenance,
+            cfg,
+            poisoned: false,
+            index_scratch: Vec::new(),
+        }
+    }
+
+    /// The shard this writer appends to.
+    pub fn shard(&self) -> &Arc<Shard> {
+        &self.shard
+    }
+
+    /// The last ULID handed out (or recovered).
+    pub fn last_id(&self) -> Ulid {
+        self.ids.last()
+    }
+
+    /// Largest batch (encoded bytes) one append can take.
+    pub fn batch_bytes_max(&self) -> usize {
+        limit_for(self.cfg.segment_bytes, self.cfg.index_interval_bytes) - HEADER_LEN
+    }
+
+    /// Appends a batch; it becomes visible to readers at once, as a whole. Returns the IDs
+    /// assigned, in batch order. Not durable until [`ShardWriter::sync`] (or the background
+    /// flush) runs; it survives a crash of the process as soon as this returns.
+    pub fn append(&mut self, batch: &[NewRecord<'_>]) -> Result<IdRange> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned {
+                shard: self.shard.id,
+            });
+        }
+        if batch.is_empty() {
+            return Err(StorageError::EmptyBatch);
+        }
+        let mut total = 0usize;
+        for r in batch {
+            check_field("key", r.key.len(), u16::MAX as usize)?;
+            check_field("inverse payload", r.inverse.len(), u32::MAX as usize)?;
+            let len = format::frame_len_padded(r.key.len(), r.payload.len(), r.inverse.len());
+            check_field("record", len, u32::MAX as usize)?;
+            total += len;
+        }
+        if total > self.batch_bytes_max() {
+            return Err(StorageError::BatchTooLarge {
+                bytes: total as u64,
+                max_bytes: self.batch_bytes_max() as u64,
+            });
+        }
+        if self.pos + total > self.limit {
+            self.roll()?;
+        }
+        let ids = self
+            .ids
+            .reserve(batch.len() as u64)
+            .ok_or(StorageError::IdsExhausted)?;
+        let regressions = self.ids.clock_regressions();
+        if regressions != self.regressions_reported {
+            let delta = regressions - self.regressions_reported;
+            self.shard
+                .counters
+                .clock_regressions
+                .fetch_add(delta, Ordering::Relaxed);
+            self.regressions_reported = regressions;
+        }
+        let start = self.pos;
+        let tag = self.seg.tag;
+        let buf = self.map.tail_mut(start, total);
+        let mut at = 0;
+        let last = batch.len() - 1;
+        self.index_scratch.clear();
+        for (i, r) in batch.iter().enumerate() {
+            let fl = (r.flags & !(flags::BATCH_END | flags::SEAL))
+                | if i == last { flags::BATCH_END } else { 0 };
+            let id = ids.nth(i as u64);
+            let n = format::encode_frame(&mut buf[at..], tag, id, fl, r);
+            self.index_scratch.push((id.0, (start + at) as u64));
+            at += n;
+        }
+        debug_assert_eq!(at, total);
+        if self.seg.first_id.get().is_none() {
+            let _ = self.seg.first_id.set(ids.first.0);
+        }
+        self.seg
+            .count
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.pos = start + total;
+        self.map.publish(self.pos);
+        for &(id, off) in &self.index_scratch {
+            self.seg.index.observe(id, off as usize);
+        }
+        Ok(ids)
+    }
+
+    /// Makes every batch appended so far durable (msync of the written ranges; one call covers
+    /// any number of batches: group commit). An error poisons the writer.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned {
+                shard: self.shard.id,
+            });
+        }
+        let t = std::time::Instant::now();
+        let mut did = false;
+        let result = self
+            .unsynced
+            .iter()
+            .chain(std::iter::once(&self.seg))
+            .try_for_each(|s| {
+                did |= s
+                    .flush_published()
+                    .map_err(|e| StorageError::io("msync segment", &s.path, e))?;
+                Ok(())
+            });
+        if let Err(e) = result {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.unsynced.clear();
+        if did {
+            let c = &self.shard.counters;
+            c.flushes.fetch_add(1, Ordering::Relaxed);
+            c.flush_nanos
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Switches to the next segment and hands the full one to the maintenance thread to seal.
+    fn roll(&mut self) -> Result<()> {
+        let prepared = self
+            .shard
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let next_seq = self.seg.seq + 1;
+        let opened = match prepared {
+            Some(p) if p.segment.seq == next_seq => p,
+            other => {
+                if let Some(stale) = other {
+                    // Not ours to use (cannot happen with one writer); leave it for recovery.
+                    drop(stale);
+                }
+                self.shard
+                    .counters
+                    .inline_prepares
+                    .fetch_add(1, Ordering::Relaxed);
+                let now = self.ids.clock().now_ms();
+                segment::prepare(
+                    &self.shard.dir,
+                    self.shard.id,
+                    next_seq,
+                    self.cfg.segment_bytes,
+                    self.cfg.index_interval_bytes,
+                    now,
+                    None,
+                )?
+            }
+        };
+        let new_map = opened.writer.expect("prepared segments are open");
+        let new_seg = opened.segment;
+        {
+            let _guard = self
+                .shard
+                .list_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut list = Vec::clone(&self.shard.segments.load());
+            list.push(Arc::clone(&new_seg));
+            self.shard.segments.store(Arc::new(list));
+        }
+        let old_seg = std::mem::replace(&mut self.seg, new_seg);
+        let old_map = std::mem::replace(&mut self.map, new_map);
+        self.pos = self.map.map().published();
+        self.limit = limit_for(self.map.map().len(), self.cfg.index_interval_bytes);
+        self.unsynced.push(Arc::clone(&old_seg));
+        self.shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
+        let seal = Msg::Seal {
+            segment: old_seg,
+            writer: old_map,
+        };
+        if let Err(crossbeam_channel::SendError(Msg::Seal {
+            segment,
+            mut writer,
+        })) = self.maintenance.send(seal)
+        {
+            // No maintenance thread (shutting down): seal here.
+            segment::seal(&segment, &mut writer)?;
+        }
+        let _ = self.maintenance.send(Msg::Prepare {
+            shard: self.shard.id as usize,
+        });
+        Ok(())
+    }
+
+    /// Directory of the shard's segments.
+    pub fn dir(&self) -> &Path {
+        &self.shard.dir
+    }
+}
+
+fn limit_for(segment_len: usize, interval: usize) -> usize {
+    segment_len - segment::footer_reserve(segment_len, interval)
+}
+
+fn check_field(field: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(StorageError::FieldTooLarge {
+            field,
+            len: len as u64,
+            max_bytes: max as u64,
+        });
+    }
+    Ok(())
+}
