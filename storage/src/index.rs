@@ -27,7 +27,14 @@ struct Slot {
 impl SparseIndex {
     /// An empty index for a segment of `segment_bytes` with one entry per `interval_bytes`.
     pub fn new(segment_bytes: usize, interval_bytes: usize) -> Self {
-        let cap = Self::capacity_for(segment_bytes, interval_bytes);
+        Self::with_capacity(
+            Self::capacity_for(segment_bytes, interval_bytes),
+            interval_bytes,
+        )
+    }
+
+    /// An empty index holding at most `cap` entries (a sealed segment's footer count).
+    pub fn with_capacity(cap: usize, interval_bytes: usize) -> Self {
         SparseIndex {
             slots: (0..cap).map(|_| Slot::default()).collect(),
             len: AtomicUsize::new(0),
@@ -51,15 +58,18 @@ impl SparseIndex {
                 offset / self.interval_bytes > last / self.interval_bytes
             }
         };
-        if due && n < self.slots.len() {
+        if due {
             self.push(id, offset as u64);
         }
     }
 
-    /// Appends an entry (writer only).
+    /// Appends an entry (writer only). A full index ignores it: entries only speed up seeks,
+    /// a missing one makes a seek scan a little further.
     pub fn push(&self, id: u128, offset: u64) {
         let n = self.len.load(Ordering::Relaxed);
-        let slot = &self.slots[n];
+        let Some(slot) = self.slots.get(n) else {
+            return;
+        };
         slot.id_hi.store((id >> 64) as u64, Ordering::Relaxed);
         slot.id_lo.store(id as u64, Ordering::Relaxed);
         slot.offset.store(offset, Ordering::Relaxed);

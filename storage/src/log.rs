@@ -221,6 +221,24 @@ impl Log {
         Ok((Log { inner, tx, thread }, writers, report))
     }
 
+    /// The settings stored in `dir`, or `None` if no log was ever created there.
+    pub fn stored_meta(dir: impl AsRef<Path>) -> Result<Option<LogMeta>> {
+        let path = dir.as_ref().join("log.meta");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                format::decode_meta(&bytes)
+                    .map(Some)
+                    .map_err(|reason| StorageError::Corrupt {
+                        segment: path,
+                        offset: 0,
+                        reason,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("read log metadata", &path, e)),
+        }
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -311,18 +329,18 @@ impl LogInner {
             .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
-    /// Prepares shard `i`'s next segment unless one is ready.
+    /// Prepares shard `i`'s next segment unless one is ready. Holds the shard's slot lock
+    /// throughout, so a writer rolling meanwhile waits for this segment instead of racing to
+    /// create the same file.
     pub(crate) fn prepare_next(&self, i: usize) -> Result<()> {
         let shard = &self.shards[i];
+        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
         let next_seq = shard.segments.load().last().map_or(1, |s| s.seq + 1);
-        {
-            let slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|p| p.segment.seq == next_seq) {
-                return Ok(());
-            }
+        if slot.as_ref().is_some_and(|p| p.segment.seq == next_seq) {
+            return Ok(());
         }
         let recycled = self.recycle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let opened = segment::prepare(
+        *slot = Some(segment::prepare(
             &shard.dir,
             shard.id,
             next_seq,
@@ -330,18 +348,7 @@ impl LogInner {
             self.opts.index_interval_bytes,
             self.opts.clock.now_ms(),
             recycled,
-        )?;
-        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        // The writer may have rolled (and prepared inline) meanwhile; then this one is stale.
-        let current_next = shard.segments.load().last().map_or(1, |s| s.seq + 1);
-        if opened.segment.seq == current_next {
-            *slot = Some(opened);
-        } else {
-            drop(slot);
-            let path = opened.segment.path.clone();
-            drop(opened);
-            self.retire_file(&path)?;
-        }
+        )?);
         Ok(())
     }
 

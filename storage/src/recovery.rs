@@ -124,7 +124,17 @@ pub fn scan_open_segment(
         if valid_frame_after(bytes, pos, tag).is_some() {
             return Err((pos, err));
         }
-        scan.dirty_end = (pos + FRAME_HEADER_LEN).min(bytes.len());
+        // Zero the bad frame's header, and its whole claimed length when that fits: a torn
+        // frame's length word is written before its body.
+        let claimed = bytes.get(pos..pos + 4).map_or(0, |b| {
+            u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+        });
+        let reach = if claimed <= bytes.len() - pos {
+            claimed.max(FRAME_HEADER_LEN)
+        } else {
+            FRAME_HEADER_LEN
+        };
+        scan.dirty_end = (pos + reach).min(bytes.len());
         if pos > scan.end || err != FormatError::Empty {
             scan.torn_at = Some((pos, err));
         }

@@ -125,8 +125,7 @@ pub fn prepare(
         seq,
         header.tag(),
         map,
-        segment_bytes,
-        index_interval_bytes,
+        SparseIndex::new(segment_bytes, index_interval_bytes),
     ));
     segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
     Ok(Opened {
@@ -208,8 +207,7 @@ pub fn open(
         seq,
         header.tag(),
         map,
-        len,
-        index_interval_bytes,
+        SparseIndex::new(len, index_interval_bytes),
     );
     for &(id, off) in &scan.index {
         segment.index.push(id, off);
@@ -281,8 +279,7 @@ fn open_sealed(
         header.seq,
         header.tag(),
         map,
-        file_len,
-        index_interval_bytes.max(1),
+        SparseIndex::with_capacity(footer.index.len(), index_interval_bytes),
     );
     for &(id, off) in &footer.index {
         segment.index.push(id, off);
@@ -310,12 +307,13 @@ fn open_sealed(
 pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let data_end = writer.map().published();
     let last_id = last_id_before(segment, writer, data_end).unwrap_or(0);
+    let room = writer.map().len() - data_end;
     let footer = format::Footer {
         count: segment.count.load(Ordering::Relaxed),
         first_id: segment.first_id.get().copied().unwrap_or(0),
         last_id,
         data_end: data_end as u64,
-        index: segment.index.entries(),
+        index: thin_index(segment.index.entries(), room),
     };
     let payload = format::encode_footer(&footer);
     let rec = format::NewRecord::payload(&payload);
@@ -329,6 +327,19 @@ pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
         &rec,
     );
     complete_seal(segment, writer, data_end, last_id)
+}
+
+/// Keeps every k-th index entry so the seal frame fits into `room` bytes. The reserve kept by
+/// the writer fits the whole index; an index rebuilt by recovery with a smaller
+/// `index_interval_bytes` than the segment was written with may not.
+fn thin_index(mut index: Vec<(u128, u64)>, room: usize) -> Vec<(u128, u64)> {
+    let fixed = format::frame_len_padded(0, format::FOOTER_FIXED_LEN, 0);
+    let fits = room.saturating_sub(fixed) / format::INDEX_ENTRY_LEN;
+    if index.len() > fits {
+        let step = index.len().div_ceil(fits.max(1));
+        index = index.into_iter().step_by(step).take(fits).collect();
+    }
+    index
 }
 
 /// Marks the header sealed once the data and the seal frame at `data_end` are durable.
@@ -383,20 +394,13 @@ fn last_id_before(segment: &Segment, writer: &MapWriter, end: usize) -> Option<u
 }
 
 impl Segment {
-    fn new(
-        path: PathBuf,
-        seq: u64,
-        tag: u32,
-        map: Arc<MappedFile>,
-        len: usize,
-        interval: usize,
-    ) -> Self {
+    fn new(path: PathBuf, seq: u64, tag: u32, map: Arc<MappedFile>, index: SparseIndex) -> Self {
         Segment {
             path,
             seq,
             tag,
             map,
-            index: SparseIndex::new(len, interval),
+            index,
             first_id: OnceLock::new(),
             sealed: OnceLock::new(),
             count: AtomicU64::new(0),

@@ -205,69 +205,57 @@ impl ShardWriter {
     }
 
     /// Switches to the next segment and hands the full one to the maintenance thread to seal.
+    /// The prepared-slot lock is held until the new segment is in the list, so the maintenance
+    /// thread never prepares a file under a sequence number already in use.
     fn roll(&mut self) -> Result<()> {
-        let prepared = self
-            .shard
-            .prepared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let shard = Arc::clone(&self.shard);
+        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
         let next_seq = self.seg.seq + 1;
-        let opened = match prepared {
+        let opened = match slot.take() {
             Some(p) if p.segment.seq == next_seq => p,
-            other => {
-                if let Some(stale) = other {
-                    // Not ours to use (cannot happen with one writer); leave it for recovery.
-                    drop(stale);
-                }
-                self.shard
+            _ => {
+                shard
                     .counters
                     .inline_prepares
                     .fetch_add(1, Ordering::Relaxed);
                 let now = self.ids.clock().now_ms();
-                segment::prepare(
-                    &self.shard.dir,
-                    self.shard.id,
-                    next_seq,
-                    self.cfg.segment_bytes,
-                    self.cfg.index_interval_bytes,
-                    now,
-                    None,
-                )?
+                let (bytes, interval) = (self.cfg.segment_bytes, self.cfg.index_interval_bytes);
+                segment::prepare(&shard.dir, shard.id, next_seq, bytes, interval, now, None)?
             }
         };
         let new_map = opened.writer.expect("prepared segments are open");
         let new_seg = opened.segment;
         {
-            let _guard = self
-                .shard
-                .list_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut list = Vec::clone(&self.shard.segments.load());
+            let _guard = shard.list_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut list = Vec::clone(&shard.segments.load());
             list.push(Arc::clone(&new_seg));
-            self.shard.segments.store(Arc::new(list));
+            shard.segments.store(Arc::new(list));
         }
+        drop(slot);
         let old_seg = std::mem::replace(&mut self.seg, new_seg);
         let old_map = std::mem::replace(&mut self.map, new_map);
         self.pos = self.map.map().published();
         self.limit = limit_for(self.map.map().len(), self.cfg.index_interval_bytes);
+        // Sealed segments are durable already; keep only the ones a `sync` must still flush.
+        self.unsynced.retain(|s| !s.is_sealed());
         self.unsynced.push(Arc::clone(&old_seg));
-        self.shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
+        shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
         let seal = Msg::Seal {
             segment: old_seg,
             writer: old_map,
         };
-        if let Err(crossbeam_channel::SendError(Msg::Seal {
-            segment,
-            mut writer,
-        })) = self.maintenance.send(seal)
-        {
-            // No maintenance thread (shutting down): seal here.
-            segment::seal(&segment, &mut writer)?;
+        if let Err(crossbeam_channel::SendError(msg)) = self.maintenance.send(seal) {
+            // No maintenance thread (disabled or shut down): seal here.
+            if let Msg::Seal {
+                segment,
+                mut writer,
+            } = msg
+            {
+                segment::seal(&segment, &mut writer)?;
+            }
         }
-        let _ = self.maintenance.send(Msg::Prepare {
-            shard: self.shard.id as usize,
+        let _ = self.maintenance.try_send(Msg::Prepare {
+            shard: shard.id as usize,
         });
         Ok(())
     }
