@@ -31,8 +31,8 @@ pub const INDEX_ENTRY_LEN: usize = 24;
 /// Size of the log metadata file.
 pub const META_LEN: usize = 48;
 
-const _: () = assert!(HEADER_LEN % ALIGN == 0);
-const _: () = assert!(FRAME_HEADER_LEN % ALIGN == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(ALIGN));
+const _: () = assert!(FRAME_HEADER_LEN.is_multiple_of(ALIGN));
 
 /// Frame flag bits.
 pub mod flags {

@@ -87,7 +87,9 @@ impl LogOptions {
                 format!("{} is not in 1..={SHARDS_MAX}", self.shards),
             );
         }
-        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes % format::ALIGN != 0 {
+        if self.segment_bytes < SEGMENT_BYTES_MIN
+            || !self.segment_bytes.is_multiple_of(format::ALIGN)
+        {
             return bad(
                 "segment_bytes",
                 format!(

@@ -125,8 +125,15 @@ impl ShardWriter {
                 max_bytes: self.batch_bytes_max() as u64,
             });
         }
-        if self.pos + total > self.limit {
-            self.roll()?;
+        if self.pos + total > self.limit
+            && let Err(e) = self.roll()
+        {
+            // A full disk leaves the shard as it was (retry later); any other I/O error may
+            // have left it half-rolled, so it refuses writes until reopened.
+            if !matches!(e, StorageError::DiskFull { .. }) {
+                self.poisoned = true;
+            }
+            return Err(e);
         }
         let ids = self
             .ids
@@ -244,15 +251,13 @@ impl ShardWriter {
             segment: old_seg,
             writer: old_map,
         };
-        if let Err(crossbeam_channel::SendError(msg)) = self.maintenance.send(seal) {
+        if let Err(crossbeam_channel::SendError(Msg::Seal {
+            segment,
+            mut writer,
+        })) = self.maintenance.send(seal)
+        {
             // No maintenance thread (disabled or shut down): seal here.
-            if let Msg::Seal {
-                segment,
-                mut writer,
-            } = msg
-            {
-                segment::seal(&segment, &mut writer)?;
-            }
+            segment::seal(&segment, &mut writer)?;
         }
         let _ = self.maintenance.try_send(Msg::Prepare {
             shard: shard.id as usize,

@@ -1,5 +1,7 @@
 //! idgen's integration tests: property tests of the monotonic rule under arbitrary clocks.
 
+mod tidy;
+
 use idgen::{Generator, ManualClock, Ulid};
 use proptest::prelude::*;
 
