@@ -69,12 +69,7 @@ impl<C: Clock> Generator<C> {
     }
 
     fn with_rng(clock: C, rng: fastrand::Rng) -> Self {
-        Generator {
-            clock,
-            rng,
-            last: 0,
-            regressions: 0,
-        }
+        Generator { clock, rng, last: 0, regressions: 0 }
     }
 
     /// Makes sure the next ID is above `floor` (used after recovery: the last ID a shard
@@ -105,10 +100,7 @@ impl<C: Clock> Generator<C> {
         };
         let last = first.checked_add(n as u128 - 1)?;
         self.last = last;
-        Some(IdRange {
-            first: Ulid(first),
-            len: n,
-        })
+        Some(IdRange { first: Ulid(first), len: n })
     }
 
     /// The last ID handed out (0 before the first).

@@ -39,14 +39,11 @@ pub fn max_for_ms(ms: u64) -> Ulid {
 /// Milliseconds since the epoch of an RFC 3339 time (`2026-11-22T03:00:00.123Z`, offsets
 /// allowed); sub-millisecond digits are truncated.
 pub fn ms_from_rfc3339(text: &str) -> Result<u64, TimeError> {
-    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| TimeError::Unparsable {
-        text: text.to_owned(),
-    })?;
+    let t = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| TimeError::Unparsable { text: text.to_owned() })?;
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
     if ms < 0 || ms > MAX_MS as i128 {
-        return Err(TimeError::OutOfRange {
-            text: text.to_owned(),
-        });
+        return Err(TimeError::OutOfRange { text: text.to_owned() });
     }
     Ok(ms as u64)
 }

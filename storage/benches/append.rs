@@ -14,10 +14,7 @@ const PAYLOAD_BYTES: usize = 100;
 fn options() -> LogOptions {
     LogOptions {
         shards: 1,
-        retention: Retention {
-            max_age_ms: None,
-            max_bytes: Some(512 << 20),
-        },
+        retention: Retention { max_age_ms: None, max_bytes: Some(512 << 20) },
         retention_interval_ms: 100,
         ..LogOptions::default()
     }
@@ -40,17 +37,14 @@ fn append(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let (_log, mut w) = Log::open(dir.path(), options()).unwrap();
         group.throughput(Throughput::Elements(10 * BATCH as u64));
-        group.bench_function(
-            BenchmarkId::new("sync_group_commit", "10x1000_per_flush"),
-            |b| {
-                b.iter(|| {
-                    for _ in 0..10 {
-                        w[0].append(&batch).unwrap();
-                    }
-                    w[0].sync().unwrap();
-                })
-            },
-        );
+        group.bench_function(BenchmarkId::new("sync_group_commit", "10x1000_per_flush"), |b| {
+            b.iter(|| {
+                for _ in 0..10 {
+                    w[0].append(&batch).unwrap();
+                }
+                w[0].sync().unwrap();
+            })
+        });
     }
     group.finish();
 }
@@ -59,14 +53,8 @@ fn scan(c: &mut Criterion) {
     let payload = vec![b'p'; PAYLOAD_BYTES];
     let batch: Vec<NewRecord<'_>> = (0..BATCH).map(|_| NewRecord::payload(&payload)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let (log, mut w) = Log::open(
-        dir.path(),
-        LogOptions {
-            shards: 1,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
+    let (log, mut w) =
+        Log::open(dir.path(), LogOptions { shards: 1, ..LogOptions::default() }).unwrap();
     const COMMITS: usize = 1_000_000;
     for _ in 0..COMMITS / BATCH {
         w[0].append(&batch).unwrap();

@@ -147,6 +147,12 @@ pub enum StorageError {
         /// The maximum.
         max_bytes: u64,
     },
+    /// A record carries flags the caller may not set (unknown, or set only by the storage).
+    #[error("flags {flags:#06x} are not allowed on a record")]
+    InvalidFlags {
+        /// The flags given.
+        flags: u16,
+    },
     /// An empty batch was appended.
     #[error("empty batch")]
     EmptyBatch,
@@ -173,11 +179,7 @@ impl StorageError {
     /// Wraps an I/O error with what was done and where; ENOSPC becomes [`StorageError::DiskFull`]
     /// with `bytes` when known.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        StorageError::Io { op, path: path.into(), source }
     }
 }
 

@@ -105,10 +105,7 @@ pub fn encode_header(h: &SegmentHeader) -> [u8; HEADER_LEN] {
 /// Decodes and verifies a segment header.
 pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
     if b.len() < HEADER_LEN {
-        return Err(FormatError::BadLength {
-            len: b.len() as u32,
-            available: b.len(),
-        });
+        return Err(FormatError::BadLength { len: b.len() as u32, available: b.len() });
     }
     check_magic_version(b, SEGMENT_MAGIC)?;
     check_crc(&b[..60], get_u32(b, 60))?;
@@ -116,17 +113,14 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
         1 => SegmentState::Open,
         2 => SegmentState::Sealed,
         other => {
-            return Err(FormatError::BadField {
-                field: "segment state",
-                value: other as u64,
-            });
+            return Err(FormatError::BadField { field: "segment state", value: other as u64 });
         }
     };
+    if get_u32(b, 28) != 0 || get_u32(b, 56) != 0 {
+        return Err(FormatError::BadField { field: "header reserved bytes", value: 0 });
+    }
     if get_u16(b, 10) as usize != HEADER_LEN {
-        return Err(FormatError::BadField {
-            field: "header length",
-            value: get_u16(b, 10) as u64,
-        });
+        return Err(FormatError::BadField { field: "header length", value: get_u16(b, 10) as u64 });
     }
     Ok(SegmentHeader {
         state,
@@ -158,20 +152,11 @@ pub struct NewRecord<'a> {
 impl<'a> NewRecord<'a> {
     /// A plain record: payload only.
     pub fn payload(payload: &'a [u8]) -> Self {
-        NewRecord {
-            payload,
-            revision: NO_REVISION,
-            ..Default::default()
-        }
+        NewRecord { payload, revision: NO_REVISION, ..Default::default() }
     }
     /// A keyed record.
     pub fn keyed(key: &'a [u8], payload: &'a [u8]) -> Self {
-        NewRecord {
-            key,
-            payload,
-            revision: NO_REVISION,
-            ..Default::default()
-        }
+        NewRecord { key, payload, revision: NO_REVISION, ..Default::default() }
     }
 }
 
@@ -280,27 +265,18 @@ pub fn check_frame(buf: &[u8], tag: u32) -> Result<FrameLayout, FormatError> {
         if len == 0 {
             return Err(FormatError::Empty);
         }
-        return Err(FormatError::BadLength {
-            len,
-            available: buf.len(),
-        });
+        return Err(FormatError::BadLength { len, available: buf.len() });
     }
     let len = get_u32(buf, 0);
     if len == 0 {
         return Err(FormatError::Empty);
     }
     if (len as usize) < FRAME_HEADER_LEN || len as usize > buf.len() {
-        return Err(FormatError::BadLength {
-            len,
-            available: buf.len(),
-        });
+        return Err(FormatError::BadLength { len, available: buf.len() });
     }
     let got_tag = get_u32(buf, 8);
     if got_tag != tag {
-        return Err(FormatError::ForeignTag {
-            expected: tag,
-            got: got_tag,
-        });
+        return Err(FormatError::ForeignTag { expected: tag, got: got_tag });
     }
     let frame = &buf[..len as usize];
     check_crc(&frame[8..], get_u32(frame, 4))?;
@@ -312,16 +288,10 @@ pub fn check_frame(buf: &[u8], tag: u32) -> Result<FrameLayout, FormatError> {
     let inverse_len = get_u32(frame, 48);
     let body = len as usize - FRAME_HEADER_LEN;
     if key_len as usize + inverse_len as usize > body {
-        return Err(FormatError::BadInnerLength {
-            key_len,
-            inverse_len,
-            frame_len: len,
-        });
+        return Err(FormatError::BadInnerLength { key_len, inverse_len, frame_len: len });
     }
     Ok(FrameLayout {
-        id: Ulid(u128::from_le_bytes(
-            frame[16..32].try_into().expect("16 bytes"),
-        )),
+        id: Ulid(u128::from_le_bytes(frame[16..32].try_into().expect("16 bytes"))),
         flags,
         revision: get_u64(frame, 32),
         aux: get_u64(frame, 40),
@@ -366,25 +336,22 @@ pub fn encode_footer(f: &Footer) -> Vec<u8> {
 /// Decodes a seal frame's payload.
 pub fn decode_footer(b: &[u8]) -> Result<Footer, FormatError> {
     if b.len() < FOOTER_FIXED_LEN {
-        return Err(FormatError::BadField {
-            field: "footer length",
-            value: b.len() as u64,
-        });
+        return Err(FormatError::BadField { field: "footer length", value: b.len() as u64 });
     }
     let n = get_u32(b, 48) as usize;
-    if b.len() != FOOTER_FIXED_LEN + n * INDEX_ENTRY_LEN {
+    if get_u32(b, 52) != 0 {
         return Err(FormatError::BadField {
-            field: "footer index length",
-            value: n as u64,
+            field: "footer reserved bytes",
+            value: get_u32(b, 52) as u64,
         });
+    }
+    if b.len() != FOOTER_FIXED_LEN + n * INDEX_ENTRY_LEN {
+        return Err(FormatError::BadField { field: "footer index length", value: n as u64 });
     }
     let index = (0..n)
         .map(|i| {
             let at = FOOTER_FIXED_LEN + i * INDEX_ENTRY_LEN;
-            (
-                u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes")),
-                get_u64(b, at + 16),
-            )
+            (u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes")), get_u64(b, at + 16))
         })
         .collect();
     Ok(Footer {
@@ -426,19 +393,16 @@ pub fn encode_meta(m: &LogMeta) -> [u8; META_LEN] {
 /// Decodes and verifies the metadata file.
 pub fn decode_meta(b: &[u8]) -> Result<LogMeta, FormatError> {
     if b.len() != META_LEN {
-        return Err(FormatError::BadLength {
-            len: b.len() as u32,
-            available: b.len(),
-        });
+        return Err(FormatError::BadLength { len: b.len() as u32, available: b.len() });
     }
     check_magic_version(b, META_MAGIC)?;
     check_crc(&b[..44], get_u32(b, 44))?;
+    if get_u16(b, 10) != 0 || get_u32(b, 40) != 0 {
+        return Err(FormatError::BadField { field: "metadata reserved bytes", value: 0 });
+    }
     let shards = get_u32(b, 12);
     if shards == 0 {
-        return Err(FormatError::BadField {
-            field: "shard count",
-            value: 0,
-        });
+        return Err(FormatError::BadField { field: "shard count", value: 0 });
     }
     Ok(LogMeta {
         shards,
@@ -448,6 +412,79 @@ pub fn decode_meta(b: &[u8]) -> Result<LogMeta, FormatError> {
     })
 }
 
+/// Magic bytes opening each slot of a log's checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"SHLGCKPT";
+/// Fixed bytes of a checkpoint slot before its entries.
+pub const CHECKPOINT_FIXED_LEN: usize = 24;
+/// Bytes of one checkpoint entry.
+pub const CHECKPOINT_ENTRY_LEN: usize = 16;
+
+/// What a checkpoint says about one shard: its segment `seq` had at least `durable_len` bytes
+/// on disk, and every segment before it was entirely on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckpointEntry {
+    /// The shard's newest segment when the checkpoint was taken (0: none).
+    pub seq: u64,
+    /// Bytes of that segment known durable (header included).
+    pub durable_len: u64,
+}
+
+/// A checkpoint: one entry per shard, numbered by `generation`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// Increases with every checkpoint written; the newer valid slot wins.
+    pub generation: u64,
+    /// One entry per shard, in shard order.
+    pub shards: Vec<CheckpointEntry>,
+}
+
+/// Size of one checkpoint slot for `shards` shards (the file holds two).
+pub fn checkpoint_slot_len(shards: usize) -> usize {
+    align_up(CHECKPOINT_FIXED_LEN + shards * CHECKPOINT_ENTRY_LEN + 4)
+}
+
+/// Encodes one checkpoint slot.
+pub fn encode_checkpoint(c: &Checkpoint) -> Vec<u8> {
+    let n = c.shards.len();
+    let mut b = vec![0u8; checkpoint_slot_len(n)];
+    b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+    put_u16(&mut b, 8, FORMAT_VERSION);
+    put_u32(&mut b, 12, n as u32);
+    put_u64(&mut b, 16, c.generation);
+    for (i, e) in c.shards.iter().enumerate() {
+        let at = CHECKPOINT_FIXED_LEN + i * CHECKPOINT_ENTRY_LEN;
+        put_u64(&mut b, at, e.seq);
+        put_u64(&mut b, at + 8, e.durable_len);
+    }
+    let end = CHECKPOINT_FIXED_LEN + n * CHECKPOINT_ENTRY_LEN;
+    let crc = crc32c::crc32c(&b[..end]);
+    put_u32(&mut b, end, crc);
+    b
+}
+
+/// Decodes and verifies one checkpoint slot for a log of `shards` shards.
+pub fn decode_checkpoint(b: &[u8], shards: usize) -> Result<Checkpoint, FormatError> {
+    let end = CHECKPOINT_FIXED_LEN + shards * CHECKPOINT_ENTRY_LEN;
+    if b.len() < end + 4 {
+        return Err(FormatError::BadLength { len: b.len() as u32, available: b.len() });
+    }
+    check_magic_version(b, CHECKPOINT_MAGIC)?;
+    check_crc(&b[..end], get_u32(b, end))?;
+    if get_u32(b, 12) as usize != shards || get_u16(b, 10) != 0 {
+        return Err(FormatError::BadField {
+            field: "checkpoint shard count",
+            value: get_u32(b, 12) as u64,
+        });
+    }
+    let entries = (0..shards)
+        .map(|i| {
+            let at = CHECKPOINT_FIXED_LEN + i * CHECKPOINT_ENTRY_LEN;
+            CheckpointEntry { seq: get_u64(b, at), durable_len: get_u64(b, at + 8) }
+        })
+        .collect();
+    Ok(Checkpoint { generation: get_u64(b, 16), shards: entries })
+}
+
 fn check_magic_version(b: &[u8], magic: [u8; 8]) -> Result<(), FormatError> {
     let got: [u8; 8] = b[0..8].try_into().expect("8 bytes");
     if got != magic {
@@ -455,10 +492,7 @@ fn check_magic_version(b: &[u8], magic: [u8; 8]) -> Result<(), FormatError> {
     }
     let version = get_u16(b, 8);
     if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            got: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(FormatError::UnsupportedVersion { got: version, supported: FORMAT_VERSION });
     }
     Ok(())
 }
@@ -471,10 +505,10 @@ fn check_crc(bytes: &[u8], expected: u32) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// Reads the little-endian length word at `at` without decoding (scanners use it to skip).
+/// Reads the frame tag of a frame starting at `at` without decoding it (the look-ahead
+/// scan uses it as a cheap filter before a full check).
 pub fn peek_tag(buf: &[u8], at: usize) -> Option<u32> {
-    buf.get(at + 8..at + 12)
-        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+    buf.get(at + 8..at + 12).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
 }
 
 fn get_u16(b: &[u8], at: usize) -> u16 {

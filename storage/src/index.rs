@@ -3,8 +3,9 @@
 //! short scan instead of reading the segment from its start.
 //!
 //! The writer appends entries into a fixed-capacity array and publishes the count with
-//! `Release` before (in program order) publishing the bytes they point at; readers load the count
-//! with `Acquire`. Safe atomics only: an entry is written once, before it is counted.
+//! `Release` after publishing the bytes they point at, so an entry never points past what a
+//! reader may read; readers load the count with `Acquire`. Safe atomics only: an entry is
+//! written once, before it is counted. A full index drops entries (seeks scan a little more).
 //! Sealed segments carry the same entries in their footer, so reopening does not rescan them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,10 +28,7 @@ struct Slot {
 impl SparseIndex {
     /// An empty index for a segment of `segment_bytes` with one entry per `interval_bytes`.
     pub fn new(segment_bytes: usize, interval_bytes: usize) -> Self {
-        Self::with_capacity(
-            Self::capacity_for(segment_bytes, interval_bytes),
-            interval_bytes,
-        )
+        Self::with_capacity(Self::capacity_for(segment_bytes, interval_bytes), interval_bytes)
     }
 
     /// An empty index holding at most `cap` entries (a sealed segment's footer count).

@@ -9,6 +9,7 @@
 //! writer threads), a cross-shard merger, or a network protocol. Only [`format`] encodes or
 //! decodes bytes; only `mmap` contains `unsafe`.
 
+mod checkpoint;
 pub mod error;
 pub mod format;
 mod index;

@@ -4,6 +4,7 @@
 //! ```text
 //! LOCK                      held (flock) while the log is open: one process at a time
 //! log.meta                  shard count, creation time, retention (format::LogMeta)
+//! checkpoint                how much of each shard is on disk (two slots, see `checkpoint`)
 //! shards/00000/…0001.seg    segment files of shard 0, by sequence number
 //! recycle/                  retired segment files waiting to be reused
 //! ```
@@ -12,6 +13,7 @@
 //!
 //! What it is not: a registry of logs (the service keeps that) or a merger across shards.
 
+use crate::checkpoint::{self, CheckpointFile};
 use crate::error::{Result, StorageError};
 use crate::format::{self, HEADER_LEN, LogMeta};
 use crate::maintenance::{self, Msg};
@@ -41,6 +43,8 @@ pub struct LogOptions {
     pub index_interval_bytes: usize,
     /// Background flush period for `async` durability.
     pub flush_interval_ms: u64,
+    /// How often the checkpoint (what is on disk, for recovery) is written.
+    pub checkpoint_interval_ms: u64,
     /// How often retention runs.
     pub retention_interval_ms: u64,
     /// Retired segment files kept for reuse (beyond that they are deleted, off the hot path).
@@ -70,6 +74,7 @@ impl Default for LogOptions {
             index_interval_bytes: 16 << 10,
             flush_interval_ms: 50,
             retention_interval_ms: 1_000,
+            checkpoint_interval_ms: 1_000,
             recycle_files_max: 4,
             retention: Retention::default(),
             clock: Arc::new(SystemClock),
@@ -82,29 +87,20 @@ impl LogOptions {
     fn validate(&self) -> Result<()> {
         let bad = |name, reason: String| Err(StorageError::InvalidOption { name, reason });
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return bad(
-                "shards",
-                format!("{} is not in 1..={SHARDS_MAX}", self.shards),
-            );
+            return bad("shards", format!("{} is not in 1..={SHARDS_MAX}", self.shards));
         }
         if self.segment_bytes < SEGMENT_BYTES_MIN
             || !self.segment_bytes.is_multiple_of(format::ALIGN)
         {
             return bad(
                 "segment_bytes",
-                format!(
-                    "{} is below {SEGMENT_BYTES_MIN} or unaligned",
-                    self.segment_bytes
-                ),
+                format!("{} is below {SEGMENT_BYTES_MIN} or unaligned", self.segment_bytes),
             );
         }
         if self.index_interval_bytes < 512 || self.index_interval_bytes > self.segment_bytes {
             return bad(
                 "index_interval_bytes",
-                format!(
-                    "{} is not in 512..=segment_bytes",
-                    self.index_interval_bytes
-                ),
+                format!("{} is not in 512..=segment_bytes", self.index_interval_bytes),
             );
         }
         Ok(())
@@ -126,10 +122,11 @@ pub(crate) struct LogInner {
     pub(crate) meta: LogMeta,
     pub(crate) shards: Vec<Arc<Shard>>,
     retired: Mutex<Vec<Arc<Segment>>>,
-    recycle: Mutex<Vec<PathBuf>>,
+    recycle: Arc<Mutex<Vec<PathBuf>>>,
     recycle_seq: AtomicU64,
     background_errors: AtomicU64,
     last_background_error: Mutex<Option<String>>,
+    checkpoint: Mutex<CheckpointFile>,
     _lock: File,
 }
 
@@ -173,23 +170,32 @@ impl Log {
             .map_err(|e| StorageError::io("create log directory", &dir, e))?;
         let lock = lock_dir(&dir)?;
         let meta = load_or_create_meta(&dir, &opts)?;
+        let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
         let recycle_dir = dir.join("recycle");
         std::fs::create_dir_all(&recycle_dir)
             .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
-        let recycle = list_files(&recycle_dir)?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect::<Vec<_>>();
+        let recycle = list_files(&recycle_dir)?.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        // Next free name in the pool: above every name there (names are numbers).
+        let recycle_next = recycle
+            .iter()
+            .filter_map(|p| {
+                p.file_name().and_then(|n| segment::parse_file_name(&n.to_string_lossy()))
+            })
+            .max()
+            .map_or(0, |n| n + 1);
         let (tx, rx) = crossbeam_channel::bounded(1024);
+        let recycle = Arc::new(Mutex::new(recycle));
         let cfg = WriterConfig {
             segment_bytes: opts.segment_bytes,
             index_interval_bytes: opts.index_interval_bytes,
+            recycle: Arc::clone(&recycle),
         };
         let mut report = RecoveryReport::default();
         let mut shards = Vec::new();
         let mut writers = Vec::new();
         for i in 0..meta.shards {
-            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, &mut report)?;
+            let entry = current.as_ref().and_then(|c| c.shards.get(i as usize));
+            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, entry, &mut report)?;
             shards.push(shard);
             writers.push(writer);
         }
@@ -199,12 +205,15 @@ impl Log {
             opts,
             shards,
             retired: Mutex::new(Vec::new()),
-            recycle_seq: AtomicU64::new(recycle.len() as u64),
-            recycle: Mutex::new(recycle),
+            recycle_seq: AtomicU64::new(recycle_next),
+            recycle: Arc::clone(&recycle),
             background_errors: AtomicU64::new(0),
             last_background_error: Mutex::new(None),
+            checkpoint: Mutex::new(checkpoint),
             _lock: lock,
         });
+        // What recovery kept is the new baseline: flush it and say so.
+        inner.checkpoint()?;
         let thread = if inner.opts.background {
             for i in 0..inner.shards.len() {
                 let _ = tx.send(Msg::Prepare { shard: i });
@@ -227,15 +236,9 @@ impl Log {
     pub fn stored_meta(dir: impl AsRef<Path>) -> Result<Option<LogMeta>> {
         let path = dir.as_ref().join("log.meta");
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                format::decode_meta(&bytes)
-                    .map(Some)
-                    .map_err(|reason| StorageError::Corrupt {
-                        segment: path,
-                        offset: 0,
-                        reason,
-                    })
-            }
+            Ok(bytes) => format::decode_meta(&bytes)
+                .map(Some)
+                .map_err(|reason| StorageError::Corrupt { segment: path, offset: 0, reason }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io("read log metadata", &path, e)),
         }
@@ -275,11 +278,7 @@ impl Log {
 
     /// The last error the maintenance thread met, if any.
     pub fn last_background_error(&self) -> Option<String> {
-        self.inner
-            .last_background_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.last_background_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Makes every published commit of every shard durable.
@@ -312,8 +311,15 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.tx.send(Msg::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.thread.take() {
+            Some(t) => {
+                let _ = t.join();
+            }
+            None => {
+                if let Err(e) = self.inner.checkpoint() {
+                    self.inner.background_error(e);
+                }
+            }
         }
     }
 }
@@ -323,12 +329,25 @@ impl LogInner {
         self.shards.iter().try_for_each(|s| s.flush())
     }
 
+    /// Flushes every shard and records what is now on disk: per shard, its newest segment and
+    /// that segment's durable length (all older segments were flushed whole, as they are final).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let mut entries = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let snapshot = shard.segments.load_full();
+            shard.flush_segments(&snapshot)?;
+            let newest = snapshot.last();
+            entries.push(format::CheckpointEntry {
+                seq: newest.map_or(0, |s| s.seq),
+                durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
+            });
+        }
+        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)
+    }
+
     pub(crate) fn background_error(&self, e: StorageError) {
         self.background_errors.fetch_add(1, Ordering::Relaxed);
-        *self
-            .last_background_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        *self.last_background_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
     /// Prepares shard `i`'s next segment unless one is ready. Holds the shard's slot lock
@@ -356,10 +375,7 @@ impl LogInner {
 
     /// Removes whole sealed segments beyond the limits from their shards' lists.
     pub(crate) fn apply_retention(&self, now_ms: u64) -> Result<usize> {
-        let Retention {
-            max_age_ms,
-            max_bytes,
-        } = self.opts.retention;
+        let Retention { max_age_ms, max_bytes } = self.opts.retention;
         if max_age_ms.is_none() && max_bytes.is_none() {
             return Ok(0);
         }
@@ -392,18 +408,10 @@ impl LogInner {
         for (i, seg) in doomed {
             let shard = &self.shards[i];
             let _guard = shard.list_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let list: Vec<_> = shard
-                .segments
-                .load()
-                .iter()
-                .filter(|s| !Arc::ptr_eq(s, &seg))
-                .cloned()
-                .collect();
+            let list: Vec<_> =
+                shard.segments.load().iter().filter(|s| !Arc::ptr_eq(s, &seg)).cloned().collect();
             shard.segments.store(Arc::new(list));
-            self.retired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(seg);
+            self.retired.lock().unwrap_or_else(|p| p.into_inner()).push(seg);
         }
         Ok(n)
     }
@@ -431,8 +439,10 @@ impl LogInner {
         let mut pool = self.recycle.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < self.opts.recycle_files_max {
             let n = self.recycle_seq.fetch_add(1, Ordering::Relaxed);
-            let to = self.dir.join("recycle").join(format!("{n:020}.seg"));
+            let recycle_dir = self.dir.join("recycle");
+            let to = recycle_dir.join(segment::file_name(n));
             std::fs::rename(path, &to).map_err(|e| StorageError::io("recycle segment", path, e))?;
+            segment::sync_dir(&recycle_dir)?;
             pool.push(to);
         } else {
             std::fs::remove_file(path).map_err(|e| StorageError::io("delete segment", path, e))?;
@@ -450,6 +460,7 @@ fn open_shard(
     opts: &LogOptions,
     cfg: &WriterConfig,
     tx: &Sender<Msg>,
+    known: Option<&format::CheckpointEntry>,
     report: &mut RecoveryReport,
 ) -> Result<(Arc<Shard>, ShardWriter)> {
     let shard_dir = dir.join("shards").join(format!("{i:05}"));
@@ -465,6 +476,7 @@ fn open_shard(
                 seq,
                 opts.segment_bytes,
                 opts.index_interval_bytes,
+                checkpoint::known(known, seq),
             )?),
             None if name.ends_with(".tmp") => {
                 // A segment that never got its durable header: never held data.
@@ -478,9 +490,7 @@ fn open_shard(
     let mut last_id = None;
     for o in &opened {
         if let Some((off, reason)) = &o.torn_at {
-            report
-                .torn_tails
-                .push((o.segment.path.clone(), *off as u64, reason.to_string()));
+            report.torn_tails.push((o.segment.path.clone(), *off as u64, reason.to_string()));
         }
         last_id = o.last_id.or(last_id);
     }
@@ -564,10 +574,7 @@ fn load_or_create_meta(dir: &Path, opts: &LogOptions) -> Result<LogMeta> {
                     requested: opts.shards,
                 });
             }
-            let current = LogMeta {
-                created_ms: stored.created_ms,
-                ..wanted
-            };
+            let current = LogMeta { created_ms: stored.created_ms, ..wanted };
             if current != stored {
                 write_meta(dir, &path, &current)?;
             }
@@ -586,10 +593,8 @@ fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> {
     use std::io::Write;
     let tmp = dir.join("log.meta.tmp");
     let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(&format::encode_meta(meta))
-        .map_err(|e| StorageError::io("write", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| StorageError::io("fsync", &tmp, e))?;
+    f.write_all(&format::encode_meta(meta)).map_err(|e| StorageError::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| StorageError::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", &tmp, e))?;
     segment::sync_dir(dir)
 }
@@ -600,10 +605,7 @@ fn list_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list directory", dir, e))? {
         let entry = entry.map_err(|e| StorageError::io("list directory", dir, e))?;
         if entry.file_type().is_ok_and(|t| t.is_file()) {
-            out.push((
-                entry.path(),
-                entry.file_name().to_string_lossy().into_owned(),
-            ));
+            out.push((entry.path(), entry.file_name().to_string_lossy().into_owned()));
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));

@@ -3,7 +3,8 @@
 //! It seals segments the writers rolled away from, prepares each shard's next segment
 //! (recycling retired files before creating new ones: on this disk an unlink or truncate of a
 //! large file stalls I/O for ~800 ms, and first-touch pages are ~4× slower than reused ones),
-//! flushes published bytes every `flush_interval_ms` (`async` durability), applies retention,
+//! flushes published bytes every `flush_interval_ms` (`async` durability), records what is on
+//! disk in the checkpoint every `checkpoint_interval_ms`, applies retention,
 //! and recycles or deletes retired segments once no reader holds them.
 //!
 //! What it is not: async. It is one `std::thread` per open log, driven by a bounded channel.
@@ -38,15 +39,14 @@ pub enum Msg {
 pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
     let flush_every = Duration::from_millis(inner.opts.flush_interval_ms.max(1));
     let retention_every = Duration::from_millis(inner.opts.retention_interval_ms.max(1));
+    let checkpoint_every = Duration::from_millis(inner.opts.checkpoint_interval_ms.max(1));
+    let mut next_checkpoint = Instant::now() + checkpoint_every;
     let mut next_flush = Instant::now() + flush_every;
     let mut next_retention = Instant::now() + retention_every;
     loop {
         let wait = next_flush.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Msg::Seal {
-                segment,
-                mut writer,
-            }) => {
+            Ok(Msg::Seal { segment, mut writer }) => {
                 if let Err(e) = segment::seal(&segment, &mut writer) {
                     inner.background_error(e);
                 }
@@ -60,16 +60,15 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
             Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 // Seal what the writers already handed over, then stop.
                 while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Seal {
-                        segment,
-                        mut writer,
-                    } = msg
+                    if let Msg::Seal { segment, mut writer } = msg
                         && let Err(e) = segment::seal(&segment, &mut writer)
                     {
                         inner.background_error(e);
                     }
                 }
-                let _ = inner.flush();
+                if let Err(e) = inner.checkpoint() {
+                    inner.background_error(e);
+                }
                 inner.recycle_retired();
                 return;
             }
@@ -80,6 +79,12 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
                 inner.background_error(e);
             }
             next_flush = now + flush_every;
+        }
+        if now >= next_checkpoint {
+            if let Err(e) = inner.checkpoint() {
+                inner.background_error(e);
+            }
+            next_checkpoint = now + checkpoint_every;
         }
         if now >= next_retention {
             let ms = inner.opts.clock.now_ms();

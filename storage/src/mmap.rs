@@ -66,11 +66,7 @@ pub fn map_segment(
         opts.populate();
     }
     let raw = opts.map_raw(file)?;
-    let map = Arc::new(MappedFile {
-        raw,
-        len,
-        published: PublishedLen::new(published),
-    });
+    let map = Arc::new(MappedFile { raw, len, published: PublishedLen::new(published) });
     Ok((Arc::clone(&map), MapWriter { map }))
 }
 
@@ -123,14 +119,9 @@ impl MapWriter {
     /// Mutable bytes `[start, start + len)`, which must lie at or beyond the published length.
     #[inline]
     pub fn tail_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
+        assert!(start >= self.map.published(), "writes go beyond the published length");
         assert!(
-            start >= self.map.published(),
-            "writes go beyond the published length"
-        );
-        assert!(
-            start
-                .checked_add(len)
-                .is_some_and(|end| end <= self.map.len),
+            start.checked_add(len).is_some_and(|end| end <= self.map.len),
             "write past the map"
         );
         // SAFETY: the range is in the mapping (asserted) and at or beyond the published length,

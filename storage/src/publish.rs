@@ -34,10 +34,7 @@ impl PublishedLen {
     #[inline]
     pub fn publish(&self, len: usize) {
         let old = self.0.load(Ordering::Relaxed);
-        assert!(
-            len >= old,
-            "published length must not shrink ({old} -> {len})"
-        );
+        assert!(len >= old, "published length must not shrink ({old} -> {len})");
         self.0.store(len, Ordering::Release);
     }
 }

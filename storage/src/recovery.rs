@@ -1,19 +1,19 @@
 //! Recovery policy for a segment that was not sealed: find where its data really ends.
 //!
-//! The policy, in order:
+//! The log's checkpoint (written by the maintenance thread after it flushed) says how much of
+//! each shard was on disk: all of every segment older than the checkpointed one, and a prefix
+//! of the checkpointed one. That decides what a bad frame means ([`Known`]):
 //! 1. Frames are read from the header on. A batch counts only when its `BATCH_END` frame is
 //!    whole; frames of an unfinished batch at the end are cut (a batch is all or nothing, also
 //!    across a crash).
-//! 2. At the first frame that does not decode (zero length, bad length, foreign tag, checksum),
-//!    look ahead: if any later 8-byte-aligned position holds a valid frame of this segment, the
-//!    bad frame is **corruption** before the tail and opening fails, naming segment and offset.
-//!    Otherwise it is a **torn tail** and is cut.
-//! 3. The caller zeroes the cut range (orphan frames and the bad frame's header), so no
+//! 2. A bad frame (zero length, bad length, foreign tag, checksum) inside bytes known to be on
+//!    disk is **corruption**: opening fails, naming segment and offset. In a segment known
+//!    whole, a bad frame followed by any valid frame of the segment is corruption too.
+//! 3. Past what is known, the first bad frame is the **torn tail**: it and everything after it
+//!    is cut. After a machine crash, pages written back out of order can leave valid frames
+//!    after a hole; they were never acknowledged as durable, so cutting them is right.
+//! 4. The caller zeroes the cut range (orphan frames and the bad frame's claimed length), so no
 //!    remnant can look like data after the next crash.
-//!
-//! A process crash loses no page-cache bytes, so under rule 2 it only ever yields a torn tail.
-//! A machine crash can tear the unsynced end in any order; that too is a torn tail as long as
-//! no synced frame follows it, which `sync` durability guarantees.
 //!
 //! What it is not: the check of sealed segments (their footer is trusted after its checksum;
 //! frames are verified when read, and `Log::verify` scans everything). Pure `&[u8]` code, so the
@@ -43,17 +43,26 @@ pub struct Scan {
     pub torn_at: Option<(usize, FormatError)>,
 }
 
+/// What the checkpoint says is on disk of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// All of it (older than the checkpointed segment).
+    Whole,
+    /// Its first this many bytes (the checkpointed segment).
+    Prefix(usize),
+    /// Nothing (newer than the checkpoint, or no checkpoint yet).
+    Nothing,
+}
+
 /// Scans `bytes` (a whole segment, header included) whose frames carry `tag`. `Err` is
-/// corruption before the tail: (offset, reason).
+/// corruption: (offset, reason).
 pub fn scan_open_segment(
     bytes: &[u8],
     tag: u32,
     index_interval_bytes: usize,
+    known: Known,
 ) -> Result<Scan, (usize, FormatError)> {
-    let mut scan = Scan {
-        end: HEADER_LEN.min(bytes.len()),
-        ..Scan::default()
-    };
+    let mut scan = Scan { end: HEADER_LEN.min(bytes.len()), ..Scan::default() };
     let interval = index_interval_bytes.max(format::ALIGN);
     let mut pos = scan.end;
     // The batch being read; committed into `scan` at its BATCH_END.
@@ -73,14 +82,16 @@ pub fn scan_open_segment(
                         ));
                     }
                     let footer = format::decode_footer(frame.payload).map_err(|e| (pos, e))?;
-                    if footer.data_end != pos as u64 || footer.count != scan.count {
+                    if footer.data_end != pos as u64 {
+                        let value = footer.data_end;
                         return Err((
                             pos,
-                            FormatError::BadField {
-                                field: "footer data_end",
-                                value: footer.data_end,
-                            },
+                            FormatError::BadField { field: "footer data_end", value },
                         ));
+                    }
+                    if footer.count != scan.count {
+                        let value = footer.count;
+                        return Err((pos, FormatError::BadField { field: "footer count", value }));
                     }
                     scan.seal = Some(footer);
                     scan.dirty_end = scan.end;
@@ -93,11 +104,7 @@ pub fn scan_open_segment(
                     return Err((pos, FormatError::IdNotIncreasing { id, previous: prev }));
                 }
                 previous = Some(id);
-                let last_indexed = pending
-                    .index
-                    .last()
-                    .or(scan.index.last())
-                    .map(|e| e.1 as usize);
+                let last_indexed = pending.index.last().or(scan.index.last()).map(|e| e.1 as usize);
                 if last_indexed.is_none_or(|l| pos / interval > l / interval) {
                     pending.index.push((id, pos as u64));
                 }
@@ -121,21 +128,29 @@ pub fn scan_open_segment(
             }
             Err(e) => e,
         };
-        if valid_frame_after(bytes, pos, tag).is_some() {
+        let corrupt = match known {
+            Known::Whole => valid_frame_after(bytes, pos, tag).is_some(),
+            Known::Prefix(n) => pos < n,
+            Known::Nothing => false,
+        };
+        if corrupt {
             return Err((pos, err));
         }
         // Zero the bad frame's header, and its whole claimed length when that fits: a torn
         // frame's length word is written before its body.
-        let claimed = bytes.get(pos..pos + 4).map_or(0, |b| {
-            u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
-        });
+        let claimed = bytes
+            .get(pos..pos + 4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
         let reach = if claimed <= bytes.len() - pos {
             claimed.max(FRAME_HEADER_LEN)
         } else {
             FRAME_HEADER_LEN
         };
         scan.dirty_end = (pos + reach).min(bytes.len());
-        if pos > scan.end || err != FormatError::Empty {
+        // The writer zeroes the length word after every batch it appends, so a clean end meets
+        // a zero length right after the last batch; anything else was cut.
+        let clean = pos == scan.end && err == FormatError::Empty;
+        if !clean {
             scan.torn_at = Some((pos, err));
         }
         return Ok(scan);

@@ -33,6 +33,10 @@ pub struct Segment {
     pub(crate) sealed: OnceLock<(u128, u64)>,
     /// Commits published (for statistics; exact once sealed).
     pub(crate) count: AtomicU64,
+    /// ULID of the last commit published, as two halves: written by the writer before it
+    /// publishes, read by the sealer after the writer handed the segment over.
+    last_hi: AtomicU64,
+    last_lo: AtomicU64,
     /// Bytes known to be on disk.
     pub(crate) flushed: AtomicUsize,
 }
@@ -57,19 +61,13 @@ pub fn file_name(seq: u64) -> String {
 
 /// Parses a segment file name.
 pub fn parse_file_name(name: &str) -> Option<u64> {
-    name.strip_suffix(".seg")
-        .filter(|s| s.len() == 20)
-        .and_then(|s| s.parse().ok())
+    name.strip_suffix(".seg").filter(|s| s.len() == 20).and_then(|s| s.parse().ok())
 }
 
 /// Bytes a segment must keep free for its seal frame.
 pub fn footer_reserve(segment_bytes: usize, interval_bytes: usize) -> usize {
     let entries = SparseIndex::capacity_for(segment_bytes, interval_bytes);
-    format::frame_len_padded(
-        0,
-        format::FOOTER_FIXED_LEN + entries * format::INDEX_ENTRY_LEN,
-        0,
-    )
+    format::frame_len_padded(0, format::FOOTER_FIXED_LEN + entries * format::INDEX_ENTRY_LEN, 0)
 }
 
 /// Fsyncs a directory so a created, renamed or removed entry survives a machine crash.
@@ -114,8 +112,14 @@ pub fn prepare(
         footer_offset: 0,
     };
     write_header_pwrite(&file, &tmp, &header)?;
-    file.sync_data()
-        .map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
+    // A recycled file holds stale frames: clear the first frame's words so the new incarnation
+    // starts with a clean end (the writer keeps it clean after every batch).
+    {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[0u8; 16], HEADER_LEN as u64)
+            .map_err(|e| StorageError::io("write segment", &tmp, e))?;
+    }
+    file.sync_data().map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
     sync_dir(dir)?;
     let (map, writer) = map_segment(&file, segment_bytes, HEADER_LEN, true)
@@ -128,12 +132,7 @@ pub fn prepare(
         SparseIndex::new(segment_bytes, index_interval_bytes),
     ));
     segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
-    Ok(Opened {
-        segment,
-        writer: Some(writer),
-        last_id: None,
-        torn_at: None,
-    })
+    Ok(Opened { segment, writer: Some(writer), last_id: None, torn_at: None })
 }
 
 /// Opens an existing segment, running recovery if it is not sealed. A segment found open but
@@ -144,6 +143,7 @@ pub fn open(
     seq: u64,
     segment_bytes: usize,
     index_interval_bytes: usize,
+    known: recovery::Known,
 ) -> Result<Opened> {
     let corrupt = |offset: usize, reason: FormatError| StorageError::Corrupt {
         segment: path.to_owned(),
@@ -155,10 +155,8 @@ pub fn open(
         .write(true)
         .open(path)
         .map_err(|e| StorageError::io("open segment", path, e))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat segment", path, e))?
-        .len() as usize;
+    let file_len =
+        file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len() as usize;
     let mut header_bytes = [0u8; HEADER_LEN];
     if file_len >= HEADER_LEN {
         use std::os::unix::fs::FileExt;
@@ -169,21 +167,11 @@ pub fn open(
     if header.seq != seq || header.shard != shard {
         return Err(corrupt(
             0,
-            FormatError::BadField {
-                field: "header seq or shard",
-                value: header.seq,
-            },
+            FormatError::BadField { field: "header seq or shard", value: header.seq },
         ));
     }
     if header.state == SegmentState::Sealed {
-        return open_sealed(
-            path,
-            &file,
-            file_len,
-            &header,
-            index_interval_bytes,
-            corrupt,
-        );
+        return open_sealed(path, &file, file_len, &header, index_interval_bytes, corrupt);
     }
     // An open segment may have been cut short (a torn file); give it back its full size so
     // the writer never maps past the end of the file.
@@ -193,14 +181,17 @@ pub fn open(
     }
     let (map, mut writer) = map_segment(&file, len, HEADER_LEN, false)
         .map_err(|e| StorageError::io("map segment", path, e))?;
-    let scan =
-        recovery::scan_open_segment(writer.bytes(0, len), header.tag(), index_interval_bytes)
-            .map_err(|(off, e)| corrupt(off, e))?;
+    let scan = recovery::scan_open_segment(
+        writer.bytes(0, len),
+        header.tag(),
+        index_interval_bytes,
+        known,
+    )
+    .map_err(|(off, e)| corrupt(off, e))?;
     if scan.dirty_end > scan.end {
         let (start, end) = (scan.end, scan.dirty_end);
         writer.tail_mut(start, end - start).fill(0);
-        map.flush(start, end, true)
-            .map_err(|e| StorageError::io("msync segment", path, e))?;
+        map.flush(start, end, true).map_err(|e| StorageError::io("msync segment", path, e))?;
     }
     let segment = Segment::new(
         path.to_owned(),
@@ -215,6 +206,7 @@ pub fn open(
     if let Some(first) = scan.first_id {
         let _ = segment.first_id.set(first);
     }
+    segment.set_last_id(scan.last_id.unwrap_or(0));
     segment.count.store(scan.count, Ordering::Relaxed);
     writer.publish(scan.end);
     segment.flushed.store(scan.end, Ordering::Relaxed);
@@ -225,12 +217,7 @@ pub fn open(
         let mut w = writer.take().expect("writer present");
         complete_seal(&segment, &mut w, footer.data_end as usize, footer.last_id)?;
     }
-    Ok(Opened {
-        segment,
-        writer,
-        last_id: scan.last_id,
-        torn_at: scan.torn_at,
-    })
+    Ok(Opened { segment, writer, last_id: scan.last_id, torn_at: scan.torn_at })
 }
 
 fn open_sealed(
@@ -245,33 +232,21 @@ fn open_sealed(
         .map_err(|e| StorageError::io("map segment", path, e))?;
     let at = header.footer_offset as usize;
     if at < HEADER_LEN || at + FRAME_HEADER_LEN > file_len {
-        return Err(corrupt(
-            0,
-            FormatError::BadField {
-                field: "footer offset",
-                value: at as u64,
-            },
-        ));
+        return Err(corrupt(0, FormatError::BadField { field: "footer offset", value: at as u64 }));
     }
     let (frame, _) = format::decode_frame(writer.bytes(at, file_len), header.tag())
         .map_err(|e| corrupt(at, e))?;
     if frame.flags & flags::SEAL == 0 {
         return Err(corrupt(
             at,
-            FormatError::BadField {
-                field: "seal flag",
-                value: frame.flags as u64,
-            },
+            FormatError::BadField { field: "seal flag", value: frame.flags as u64 },
         ));
     }
     let footer = format::decode_footer(frame.payload).map_err(|e| corrupt(at, e))?;
     if footer.data_end != at as u64 {
         return Err(corrupt(
             at,
-            FormatError::BadField {
-                field: "footer data_end",
-                value: footer.data_end,
-            },
+            FormatError::BadField { field: "footer data_end", value: footer.data_end },
         ));
     }
     let segment = Segment::new(
@@ -294,19 +269,14 @@ fn open_sealed(
     drop(writer);
     segment.flushed.store(file_len, Ordering::Relaxed);
     let last = (footer.count > 0).then_some(footer.last_id);
-    Ok(Opened {
-        segment: Arc::new(segment),
-        writer: None,
-        last_id: last,
-        torn_at: None,
-    })
+    Ok(Opened { segment: Arc::new(segment), writer: None, last_id: last, torn_at: None })
 }
 
 /// Seals a segment whose writer has moved on: writes the seal frame after the published data,
 /// flushes data and footer, then marks the header sealed and flushes it. Runs off the hot path.
 pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let data_end = writer.map().published();
-    let last_id = last_id_before(segment, writer, data_end).unwrap_or(0);
+    let last_id = segment.last_id();
     let room = writer.map().len() - data_end;
     let footer = format::Footer {
         count: segment.count.load(Ordering::Relaxed),
@@ -319,13 +289,7 @@ pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let rec = format::NewRecord::payload(&payload);
     let len = format::frame_len_padded(0, payload.len(), 0);
     let id = idgen::Ulid(last_id);
-    format::encode_frame(
-        writer.tail_mut(data_end, len),
-        segment.tag,
-        id,
-        flags::SEAL,
-        &rec,
-    );
+    format::encode_frame(writer.tail_mut(data_end, len), segment.tag, id, flags::SEAL, &rec);
     complete_seal(segment, writer, data_end, last_id)
 }
 
@@ -353,44 +317,17 @@ fn complete_seal(
     let flushed = segment.flushed.load(Ordering::Relaxed);
     map.flush(flushed, map.len(), true)
         .map_err(|e| StorageError::io("msync segment", &segment.path, e))?;
-    let current =
-        format::decode_header(writer.bytes(0, HEADER_LEN)).map_err(|e| StorageError::Corrupt {
-            segment: segment.path.clone(),
-            offset: 0,
-            reason: e,
-        })?;
-    let sealed = SegmentHeader {
-        state: SegmentState::Sealed,
-        footer_offset: data_end as u64,
-        ..current
-    };
-    writer
-        .header_mut()
-        .copy_from_slice(&format::encode_header(&sealed));
+    let current = format::decode_header(writer.bytes(0, HEADER_LEN)).map_err(|e| {
+        StorageError::Corrupt { segment: segment.path.clone(), offset: 0, reason: e }
+    })?;
+    let sealed =
+        SegmentHeader { state: SegmentState::Sealed, footer_offset: data_end as u64, ..current };
+    writer.header_mut().copy_from_slice(&format::encode_header(&sealed));
     map.flush(0, HEADER_LEN, true)
         .map_err(|e| StorageError::io("msync header", &segment.path, e))?;
     segment.flushed.store(map.len(), Ordering::Relaxed);
-    let _ = segment
-        .sealed
-        .set((last_id, segment.count.load(Ordering::Relaxed)));
+    let _ = segment.sealed.set((last_id, segment.count.load(Ordering::Relaxed)));
     Ok(())
-}
-
-/// The ULID of the last frame below `end`, found from the last index entry.
-fn last_id_before(segment: &Segment, writer: &MapWriter, end: usize) -> Option<u128> {
-    let n = segment.index.len();
-    let mut pos = if n == 0 {
-        return None;
-    } else {
-        segment.index.get(n - 1).1 as usize
-    };
-    let mut last = None;
-    while pos < end {
-        let (frame, padded) = format::decode_frame(writer.bytes(pos, end), segment.tag).ok()?;
-        last = Some(frame.id.0);
-        pos += padded;
-    }
-    last
 }
 
 impl Segment {
@@ -404,8 +341,23 @@ impl Segment {
             first_id: OnceLock::new(),
             sealed: OnceLock::new(),
             count: AtomicU64::new(0),
+            last_hi: AtomicU64::new(0),
+            last_lo: AtomicU64::new(0),
             flushed: AtomicUsize::new(HEADER_LEN),
         }
+    }
+
+    /// Records the last commit's ULID (writer and recovery only).
+    pub(crate) fn set_last_id(&self, id: u128) {
+        self.last_hi.store((id >> 64) as u64, Ordering::Relaxed);
+        self.last_lo.store(id as u64, Ordering::Relaxed);
+    }
+
+    /// The last commit's ULID as recorded by the writer (0 when empty). Exact once the writer
+    /// has moved on; a concurrent reader could see halves of two different IDs.
+    pub(crate) fn last_id(&self) -> u128 {
+        ((self.last_hi.load(Ordering::Relaxed) as u128) << 64)
+            | self.last_lo.load(Ordering::Relaxed) as u128
     }
 
     /// Published data bytes (header excluded).
@@ -440,10 +392,9 @@ fn preallocate(file: &File, path: &Path, bytes: usize) -> Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
     match fallocate(file, FallocateFlags::empty(), 0, bytes as u64) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOSPC) => Err(StorageError::DiskFull {
-            path: path.to_owned(),
-            bytes: bytes as u64,
-        }),
+        Err(rustix::io::Errno::NOSPC) => {
+            Err(StorageError::DiskFull { path: path.to_owned(), bytes: bytes as u64 })
+        }
         Err(e) => Err(StorageError::io("fallocate segment", path, e.into())),
     }
 }

@@ -109,20 +109,12 @@ impl Shard {
                 // Last segment whose first ULID is ≤ id; segments without commits sort last.
                 let i = segs.partition_point(|s| s.first_id.get().is_some_and(|&f| f <= id));
                 let i = i.saturating_sub(1);
-                let pos = segs
-                    .get(i)
-                    .and_then(|s| s.index.seek(id))
-                    .map_or(HEADER_LEN, |o| o as usize);
+                let pos =
+                    segs.get(i).and_then(|s| s.index.seek(id)).map_or(HEADER_LEN, |o| o as usize);
                 (i, pos)
             }
         };
-        Cursor {
-            shard: Arc::clone(self),
-            segs,
-            seg_i,
-            pos,
-            skip_to: target,
-        }
+        Cursor { shard: Arc::clone(self), segs, seg_i, pos, skip_to: target }
     }
 
     /// Size and counters.
@@ -138,21 +130,21 @@ impl Shard {
             rolls: c.rolls.load(Ordering::Relaxed),
             inline_prepares: c.inline_prepares.load(Ordering::Relaxed),
             clock_regressions: c.clock_regressions.load(Ordering::Relaxed),
-            first_id: segs
-                .iter()
-                .find_map(|s| s.first_id.get().copied())
-                .map(Ulid),
+            first_id: segs.iter().find_map(|s| s.first_id.get().copied()).map(Ulid),
         }
     }
 
     /// Makes every published byte of every segment durable.
     pub fn flush(&self) -> Result<()> {
-        let segs = self.segments.load_full();
+        self.flush_segments(&self.segments.load_full())
+    }
+
+    /// Makes every published byte of `segs` (a snapshot of this shard's list) durable.
+    pub(crate) fn flush_segments(&self, segs: &[Arc<Segment>]) -> Result<()> {
         for s in segs.iter().filter(|s| !s.is_sealed()) {
             let t = std::time::Instant::now();
-            let did = s
-                .flush_published()
-                .map_err(|e| StorageError::io("msync segment", &s.path, e))?;
+            let did =
+                s.flush_published().map_err(|e| StorageError::io("msync segment", &s.path, e))?;
             if did {
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
                 self.counters
@@ -194,10 +186,7 @@ impl Cursor {
         };
         let seg = &self.segs[self.seg_i];
         let frame = layout.view(seg.map.read(at, at + layout.padded));
-        Ok(Some(Record {
-            frame,
-            shard: self.shard.id,
-        }))
+        Ok(Some(Record { frame, shard: self.shard.id }))
     }
 
     /// Moves past the next commit to return, verifying it; answers its offset and layout.
@@ -225,22 +214,14 @@ impl Cursor {
             }
             let at = self.pos;
             let layout = format::check_frame(seg.map.read(at, end), seg.tag).map_err(|reason| {
-                StorageError::Corrupt {
-                    segment: seg.path.clone(),
-                    offset: at as u64,
-                    reason,
-                }
+                StorageError::Corrupt { segment: seg.path.clone(), offset: at as u64, reason }
             })?;
             self.pos += layout.padded;
             if layout.flags & flags::SEAL != 0 {
                 continue;
             }
             if let Some((target, inclusive)) = self.skip_to {
-                let keep = if inclusive {
-                    layout.id.0 >= target
-                } else {
-                    layout.id.0 > target
-                };
+                let keep = if inclusive { layout.id.0 >= target } else { layout.id.0 > target };
                 if !keep {
                     continue;
                 }

@@ -21,9 +21,9 @@ use crate::segment::{self, Segment};
 use crate::shard::Shard;
 use crossbeam_channel::Sender;
 use idgen::{Clock, Generator, IdRange, Ulid};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 /// The unique writer of one shard.
 #[derive(Debug)]
@@ -49,6 +49,8 @@ pub struct ShardWriter {
 pub(crate) struct WriterConfig {
     pub segment_bytes: usize,
     pub index_interval_bytes: usize,
+    /// Retired files to reuse when preparing a segment on the hot path.
+    pub recycle: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl ShardWriter {
@@ -104,15 +106,16 @@ impl ShardWriter {
     /// flush) runs; it survives a crash of the process as soon as this returns.
     pub fn append(&mut self, batch: &[NewRecord<'_>]) -> Result<IdRange> {
         if self.poisoned {
-            return Err(StorageError::Poisoned {
-                shard: self.shard.id,
-            });
+            return Err(StorageError::Poisoned { shard: self.shard.id });
         }
         if batch.is_empty() {
             return Err(StorageError::EmptyBatch);
         }
         let mut total = 0usize;
         for r in batch {
+            if r.flags & !CALLER_FLAGS != 0 {
+                return Err(StorageError::InvalidFlags { flags: r.flags });
+            }
             check_field("key", r.key.len(), u16::MAX as usize)?;
             check_field("inverse payload", r.inverse.len(), u32::MAX as usize)?;
             let len = format::frame_len_padded(r.key.len(), r.payload.len(), r.inverse.len());
@@ -135,40 +138,35 @@ impl ShardWriter {
             }
             return Err(e);
         }
-        let ids = self
-            .ids
-            .reserve(batch.len() as u64)
-            .ok_or(StorageError::IdsExhausted)?;
+        let ids = self.ids.reserve(batch.len() as u64).ok_or(StorageError::IdsExhausted)?;
         let regressions = self.ids.clock_regressions();
         if regressions != self.regressions_reported {
             let delta = regressions - self.regressions_reported;
-            self.shard
-                .counters
-                .clock_regressions
-                .fetch_add(delta, Ordering::Relaxed);
+            self.shard.counters.clock_regressions.fetch_add(delta, Ordering::Relaxed);
             self.regressions_reported = regressions;
         }
         let start = self.pos;
         let tag = self.seg.tag;
-        let buf = self.map.tail_mut(start, total);
+        // The batch, then zeroes over the next frame's length, CRC and tag words: a recycled
+        // segment holds stale bytes there, and recovery must find a clean end.
+        let buf = self.map.tail_mut(start, total + END_MARK_LEN);
         let mut at = 0;
         let last = batch.len() - 1;
         self.index_scratch.clear();
         for (i, r) in batch.iter().enumerate() {
-            let fl = (r.flags & !(flags::BATCH_END | flags::SEAL))
-                | if i == last { flags::BATCH_END } else { 0 };
+            let fl = r.flags | if i == last { flags::BATCH_END } else { 0 };
             let id = ids.nth(i as u64);
             let n = format::encode_frame(&mut buf[at..], tag, id, fl, r);
             self.index_scratch.push((id.0, (start + at) as u64));
             at += n;
         }
         debug_assert_eq!(at, total);
+        buf[total..].fill(0);
         if self.seg.first_id.get().is_none() {
             let _ = self.seg.first_id.set(ids.first.0);
         }
-        self.seg
-            .count
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.seg.set_last_id(ids.last().0);
+        self.seg.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.pos = start + total;
         self.map.publish(self.pos);
         for &(id, off) in &self.index_scratch {
@@ -181,22 +179,15 @@ impl ShardWriter {
     /// any number of batches: group commit). An error poisons the writer.
     pub fn sync(&mut self) -> Result<()> {
         if self.poisoned {
-            return Err(StorageError::Poisoned {
-                shard: self.shard.id,
-            });
+            return Err(StorageError::Poisoned { shard: self.shard.id });
         }
         let t = std::time::Instant::now();
         let mut did = false;
-        let result = self
-            .unsynced
-            .iter()
-            .chain(std::iter::once(&self.seg))
-            .try_for_each(|s| {
-                did |= s
-                    .flush_published()
-                    .map_err(|e| StorageError::io("msync segment", &s.path, e))?;
-                Ok(())
-            });
+        let result = self.unsynced.iter().chain(std::iter::once(&self.seg)).try_for_each(|s| {
+            did |=
+                s.flush_published().map_err(|e| StorageError::io("msync segment", &s.path, e))?;
+            Ok(())
+        });
         if let Err(e) = result {
             self.poisoned = true;
             return Err(e);
@@ -205,8 +196,7 @@ impl ShardWriter {
         if did {
             let c = &self.shard.counters;
             c.flushes.fetch_add(1, Ordering::Relaxed);
-            c.flush_nanos
-                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            c.flush_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -221,13 +211,11 @@ impl ShardWriter {
         let opened = match slot.take() {
             Some(p) if p.segment.seq == next_seq => p,
             _ => {
-                shard
-                    .counters
-                    .inline_prepares
-                    .fetch_add(1, Ordering::Relaxed);
+                shard.counters.inline_prepares.fetch_add(1, Ordering::Relaxed);
                 let now = self.ids.clock().now_ms();
                 let (bytes, interval) = (self.cfg.segment_bytes, self.cfg.index_interval_bytes);
-                segment::prepare(&shard.dir, shard.id, next_seq, bytes, interval, now, None)?
+                let recycled = self.cfg.recycle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                segment::prepare(&shard.dir, shard.id, next_seq, bytes, interval, now, recycled)?
             }
         };
         let new_map = opened.writer.expect("prepared segments are open");
@@ -247,21 +235,14 @@ impl ShardWriter {
         self.unsynced.retain(|s| !s.is_sealed());
         self.unsynced.push(Arc::clone(&old_seg));
         shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
-        let seal = Msg::Seal {
-            segment: old_seg,
-            writer: old_map,
-        };
-        if let Err(crossbeam_channel::SendError(Msg::Seal {
-            segment,
-            mut writer,
-        })) = self.maintenance.send(seal)
+        let seal = Msg::Seal { segment: old_seg, writer: old_map };
+        if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer })) =
+            self.maintenance.send(seal)
         {
             // No maintenance thread (disabled or shut down): seal here.
             segment::seal(&segment, &mut writer)?;
         }
-        let _ = self.maintenance.try_send(Msg::Prepare {
-            shard: shard.id as usize,
-        });
+        let _ = self.maintenance.try_send(Msg::Prepare { shard: shard.id as usize });
         Ok(())
     }
 
@@ -271,17 +252,21 @@ impl ShardWriter {
     }
 }
 
+/// Bytes zeroed after each batch (the next frame's length, CRC and tag words). The footer
+/// reserve is always larger, so they fit.
+const END_MARK_LEN: usize = 16;
+const _: () = assert!(END_MARK_LEN <= format::FRAME_HEADER_LEN);
+
+/// Flags a caller may set; the storage sets `BATCH_END` and `SEAL` itself.
+const CALLER_FLAGS: u16 = flags::KNOWN & !(flags::BATCH_END | flags::SEAL);
+
 fn limit_for(segment_len: usize, interval: usize) -> usize {
     segment_len - segment::footer_reserve(segment_len, interval)
 }
 
 fn check_field(field: &'static str, len: usize, max: usize) -> Result<()> {
     if len > max {
-        return Err(StorageError::FieldTooLarge {
-            field,
-            len: len as u64,
-            max_bytes: max as u64,
-        });
+        return Err(StorageError::FieldTooLarge { field, len: len as u64, max_bytes: max as u64 });
     }
     Ok(())
 }

@@ -47,10 +47,7 @@ fn readers_see_whole_batches_and_never_race_the_writer() {
             let seg = Arc::clone(&seg);
             thread::spawn(move || {
                 let n = seg.published.load();
-                assert!(
-                    n == 0 || n == 2 || n == 4,
-                    "only whole batches are published"
-                );
+                assert!(n == 0 || n == 2 || n == 4, "only whole batches are published");
                 for i in 0..n {
                     let v = seg.cells[i].with(|p| {
                         // SAFETY: (model) `i < published`, loaded with Acquire after the writer's
@@ -60,11 +57,7 @@ fn readers_see_whole_batches_and_never_race_the_writer() {
                             *p
                         }
                     });
-                    assert_eq!(
-                        v,
-                        (i + 1) as u8,
-                        "a published byte is always the written one"
-                    );
+                    assert_eq!(v, (i + 1) as u8, "a published byte is always the written one");
                 }
             })
         };

@@ -56,10 +56,6 @@ fn two_generators_with_one_clock_never_collide_in_practice() {
     let mut b = Generator::with_seed(clock, 2);
     let ra = a.reserve(100_000).unwrap();
     let rb = b.reserve(100_000).unwrap();
-    let (lo, hi) = if ra.first < rb.first {
-        (ra, rb)
-    } else {
-        (rb, ra)
-    };
+    let (lo, hi) = if ra.first < rb.first { (ra, rb) } else { (rb, ra) };
     assert!(lo.last() < hi.first, "ranges of different seeds overlap");
 }

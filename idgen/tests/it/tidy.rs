@@ -12,10 +12,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            if !matches!(
-                name.as_str(),
-                "target" | ".git" | "node_modules" | "corpus" | "artifacts"
-            ) {
+            if !matches!(name.as_str(), "target" | ".git" | "node_modules" | "corpus" | "artifacts")
+            {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -28,11 +26,7 @@ fn workspace_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
     rust_files(root, &mut files);
-    assert!(
-        files.len() > 10,
-        "found too few files under {}",
-        root.display()
-    );
+    assert!(files.len() > 10, "found too few files under {}", root.display());
     files
 }
 
@@ -40,26 +34,14 @@ fn workspace_files() -> Vec<PathBuf> {
 fn every_rust_file_opens_with_a_module_doc() {
     let missing: Vec<_> = workspace_files()
         .into_iter()
-        .filter(|p| {
-            !std::fs::read_to_string(p)
-                .unwrap()
-                .trim_start()
-                .starts_with("//!")
-        })
+        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "files without a leading `//!`: {missing:?}"
-    );
+    assert!(missing.is_empty(), "files without a leading `//!`: {missing:?}");
 }
 
 #[test]
 fn unsafe_lives_only_in_the_mmap_module() {
-    let allowed = [
-        "storage/src/mmap.rs",
-        "storage/tests/loom.rs",
-        "idgen/tests/it/tidy.rs",
-    ];
+    let allowed = ["storage/src/mmap.rs", "storage/tests/loom.rs", "idgen/tests/it/tidy.rs"];
     let offenders: Vec<_> = workspace_files()
         .into_iter()
         .filter(|p| !allowed.iter().any(|a| p.ends_with(a)))
@@ -70,10 +52,7 @@ fn unsafe_lives_only_in_the_mmap_module() {
             })
         })
         .collect();
-    assert!(
-        offenders.is_empty(),
-        "unsafe outside storage::mmap: {offenders:?}"
-    );
+    assert!(offenders.is_empty(), "unsafe outside storage::mmap: {offenders:?}");
 }
 
 #[test]

@@ -37,11 +37,7 @@ fn open_existing(dir: &Path) -> Result<Log, Box<dyn std::error::Error>> {
     let meta = Log::stored_meta(dir)?.ok_or_else(|| format!("{} holds no log", dir.display()))?;
     let (log, _writers) = Log::open(
         dir,
-        LogOptions {
-            shards: meta.shards,
-            background: false,
-            ..LogOptions::default()
-        },
+        LogOptions { shards: meta.shards, background: false, ..LogOptions::default() },
     )?;
     Ok(log)
 }
@@ -102,11 +98,8 @@ fn crash_writer(dir: &Path, shards: &str, durability: &str, round: &str) -> Res 
         let n = 1 + b % 17;
         let payloads: Vec<Vec<u8>> = (0..n)
             .map(|i| {
-                format!(
-                    "r={round} b={b} i={i} n={n};{}",
-                    "x".repeat((i % 40) as usize)
-                )
-                .into_bytes()
+                format!("r={round} b={b} i={i} n={n};{}", "x".repeat((i % 40) as usize))
+                    .into_bytes()
             })
             .collect();
         let recs: Vec<NewRecord<'_>> = payloads.iter().map(|p| NewRecord::payload(p)).collect();

@@ -1,17 +1,11 @@
 //! Unit tests of the codec: round trips, every rejection path, and "never panics" on any bytes.
 
 use super::*;
+use crate::recovery::Known;
 use proptest::prelude::*;
 
 fn record<'a>(key: &'a [u8], payload: &'a [u8], inverse: &'a [u8]) -> NewRecord<'a> {
-    NewRecord {
-        key,
-        payload,
-        inverse,
-        revision: 7,
-        aux: 9,
-        flags: flags::CONFLICT,
-    }
+    NewRecord { key, payload, inverse, revision: 7, aux: 9, flags: flags::CONFLICT }
 }
 
 fn encoded(tag: u32, id: u128, r: &NewRecord<'_>) -> Vec<u8> {
@@ -40,10 +34,7 @@ fn frame_round_trips() {
             inverse: b"{\"a\":0}"
         }
     );
-    assert!(
-        buf[FRAME_HEADER_LEN + 6 + 7 + 7..].iter().all(|&b| b == 0),
-        "padding is zeroed"
-    );
+    assert!(buf[FRAME_HEADER_LEN + 6 + 7 + 7..].iter().all(|&b| b == 0), "padding is zeroed");
 }
 
 fn check_rejects(buf: &[u8], tag: u32, expected: FormatError) {
@@ -56,38 +47,14 @@ fn frame_rejections() {
     let good = encoded(1, 5, &r);
     check_rejects(&[], 1, FormatError::Empty);
     check_rejects(&[0u8; 64], 1, FormatError::Empty);
-    check_rejects(
-        &good[..40],
-        1,
-        FormatError::BadLength {
-            len: get_u32(&good, 0),
-            available: 40,
-        },
-    );
-    check_rejects(
-        &good,
-        2,
-        FormatError::ForeignTag {
-            expected: 2,
-            got: 1,
-        },
-    );
+    check_rejects(&good[..40], 1, FormatError::BadLength { len: get_u32(&good, 0), available: 40 });
+    check_rejects(&good, 2, FormatError::ForeignTag { expected: 2, got: 1 });
     let mut flipped = good.clone();
     flipped[FRAME_HEADER_LEN + 2] ^= 1;
-    assert!(matches!(
-        decode_frame(&flipped, 1),
-        Err(FormatError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(decode_frame(&flipped, 1), Err(FormatError::ChecksumMismatch { .. })));
     let mut short = good.clone();
     short[0..4].copy_from_slice(&8u32.to_le_bytes());
-    check_rejects(
-        &short,
-        1,
-        FormatError::BadLength {
-            len: 8,
-            available: good.len(),
-        },
-    );
+    check_rejects(&short, 1, FormatError::BadLength { len: 8, available: good.len() });
 }
 
 /// Rewrites a field and fixes the checksum, to reach the checks after it.
@@ -105,10 +72,7 @@ fn frame_rejects_unknown_flags_and_bad_inner_lengths() {
     let unknown = with_field(good.clone(), 12, &(1u16 << 15).to_le_bytes());
     check_rejects(&unknown, 1, FormatError::Reserved { flags: 1 << 15 });
     let reserved = with_field(good.clone(), 52, &1u32.to_le_bytes());
-    assert!(matches!(
-        decode_frame(&reserved, 1),
-        Err(FormatError::Reserved { .. })
-    ));
+    assert!(matches!(decode_frame(&reserved, 1), Err(FormatError::Reserved { .. })));
     let long_key = with_field(good.clone(), 14, &100u16.to_le_bytes());
     assert!(matches!(
         decode_frame(&long_key, 1),
@@ -132,24 +96,15 @@ fn header_round_trips_and_detects_damage() {
     assert_eq!(h.tag(), 0x89AB_CDEF);
     let mut bad = b;
     bad[33] ^= 1;
-    assert!(matches!(
-        decode_header(&bad),
-        Err(FormatError::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(decode_header(&bad), Err(FormatError::ChecksumMismatch { .. })));
     let mut magic = b;
     magic[0] = b'X';
-    assert!(matches!(
-        decode_header(&magic),
-        Err(FormatError::BadMagic { .. })
-    ));
+    assert!(matches!(decode_header(&magic), Err(FormatError::BadMagic { .. })));
     let mut version = b;
     version[8] = 2;
     assert!(matches!(
         decode_header(&version),
-        Err(FormatError::UnsupportedVersion {
-            got: 2,
-            supported: 1
-        })
+        Err(FormatError::UnsupportedVersion { got: 2, supported: 1 })
     ));
 }
 
@@ -164,16 +119,29 @@ fn footer_and_meta_round_trip() {
     };
     assert_eq!(decode_footer(&encode_footer(&f)), Ok(f));
     assert!(decode_footer(&[0u8; 10]).is_err());
-    let m = LogMeta {
-        shards: 8,
-        created_ms: 5,
-        max_age_ms: 0,
-        max_bytes: 1 << 30,
-    };
+    let m = LogMeta { shards: 8, created_ms: 5, max_age_ms: 0, max_bytes: 1 << 30 };
     assert_eq!(decode_meta(&encode_meta(&m)), Ok(m));
     let mut bad = encode_meta(&m);
     bad[13] ^= 1;
     assert!(decode_meta(&bad).is_err());
+}
+
+#[test]
+fn checkpoint_round_trips_and_detects_damage() {
+    let c = Checkpoint {
+        generation: 9,
+        shards: vec![
+            CheckpointEntry { seq: 3, durable_len: 4096 },
+            CheckpointEntry { seq: 1, durable_len: 64 },
+        ],
+    };
+    let b = encode_checkpoint(&c);
+    assert_eq!(b.len(), checkpoint_slot_len(2));
+    assert_eq!(decode_checkpoint(&b, 2), Ok(c));
+    assert!(decode_checkpoint(&b, 3).is_err(), "shard count must match");
+    let mut bad = b.clone();
+    bad[30] ^= 1;
+    assert!(matches!(decode_checkpoint(&bad, 2), Err(FormatError::ChecksumMismatch { .. })));
 }
 
 proptest! {
@@ -184,7 +152,10 @@ proptest! {
         let _ = decode_header(&bytes);
         let _ = decode_footer(&bytes);
         let _ = decode_meta(&bytes);
-        let _ = crate::recovery::scan_open_segment(&bytes, tag, 512);
+        let _ = decode_checkpoint(&bytes, 3);
+        for known in [Known::Whole, Known::Prefix(bytes.len() / 2), Known::Nothing] {
+            let _ = crate::recovery::scan_open_segment(&bytes, tag, 512, known);
+        }
     }
 
     /// Any record round-trips.

@@ -6,11 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[test]
 fn concurrent_readers_never_see_a_partial_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let o = LogOptions {
-        background: true,
-        flush_interval_ms: 2,
-        ..opts(1)
-    };
+    let o = LogOptions { background: true, flush_interval_ms: 2, ..opts(1) };
     let (log, mut w) = Log::open(dir.path(), o).unwrap();
     let log = Arc::new(log);
     let done = Arc::new(AtomicBool::new(false));
@@ -63,9 +59,6 @@ fn concurrent_readers_never_see_a_partial_batch() {
     for r in readers {
         let (batches, checks) = r.join().unwrap();
         assert_eq!(batches, 3000);
-        assert!(
-            checks > 1,
-            "the reader caught up with the writer at least once mid-way"
-        );
+        assert!(checks > 1, "the reader caught up with the writer at least once mid-way");
     }
 }

@@ -23,11 +23,7 @@ fn run_round(
     let mut child = Command::new(env!("CARGO_BIN_EXE_segtool"))
         .args(["crash-writer"])
         .arg(dir)
-        .args([
-            SHARDS.to_string(),
-            durability.to_string(),
-            round.to_string(),
-        ])
+        .args([SHARDS.to_string(), durability.to_string(), round.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -66,10 +62,8 @@ fn check(dir: &std::path::Path, acked: &Acked) {
         for (id, p) in read_all(&log, s) {
             let text = String::from_utf8(p.clone()).unwrap();
             let head = text.split(';').next().unwrap();
-            let v: Vec<u64> = head
-                .split(' ')
-                .map(|kv| kv.split('=').nth(1).unwrap().parse().unwrap())
-                .collect();
+            let v: Vec<u64> =
+                head.split(' ').map(|kv| kv.split('=').nth(1).unwrap().parse().unwrap()).collect();
             let e = batches.entry((v[0], v[1])).or_insert((0, v[3]));
             e.0 += 1;
             seen.insert(id, (s, p));

@@ -21,10 +21,7 @@ fn disk_full_is_an_error_at_roll_time_and_nothing_is_lost() {
         .arg(dir.path())
         .status()
         .expect("run mount");
-    assert!(
-        status.success(),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
+    assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
     let _mount = Mount(dir.path().to_owned());
     let logdir = dir.path().join("log");
     let (log, mut w) = Log::open(&logdir, opts(1)).unwrap();
@@ -43,10 +40,7 @@ fn disk_full_is_an_error_at_roll_time_and_nothing_is_lost() {
     // Still refusing cleanly, and everything written is readable after reopen.
     let big = vec![b'y'; 30_000];
     let again = w[0].append(&[NewRecord::payload(&big), NewRecord::payload(&big)]);
-    assert!(
-        matches!(again, Err(StorageError::DiskFull { .. })),
-        "{again:?}"
-    );
+    assert!(matches!(again, Err(StorageError::DiskFull { .. })), "{again:?}");
     w[0].sync().unwrap();
     drop((log, w));
     let (log, _w) = Log::open(&logdir, opts(1)).unwrap();

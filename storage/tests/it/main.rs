@@ -24,10 +24,7 @@ pub fn opts(shards: u32) -> LogOptions {
 }
 
 pub fn opts_with_clock(shards: u32, clock: &ManualClock) -> LogOptions {
-    LogOptions {
-        clock: Arc::new(clock.clone()),
-        ..opts(shards)
-    }
+    LogOptions { clock: Arc::new(clock.clone()), ..opts(shards) }
 }
 
 /// Payload of record `i` of batch `b`: readable, self-describing, varying in length.

@@ -31,19 +31,25 @@ fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-/// Writes `batches` (sizes) into a fresh one-shard log and returns the commits.
+/// Writes `batches` (sizes) into a fresh one-shard log and returns the commits. The log's
+/// checkpoint is left as it was before the last batch: the state a crash right after that batch
+/// leaves, where the last batch is not yet known to be on disk.
 fn write_log(dir: &Path, batches: &[u64]) -> Vec<(Ulid, Vec<u8>)> {
-    let (log, mut w) = Log::open(dir, opts(1)).unwrap();
-    for (b, &n) in batches.iter().enumerate() {
-        append_batch(&mut w[0], b as u64, n);
+    let (head, last) = batches.split_at(batches.len() - 1);
+    {
+        let (_log, mut w) = Log::open(dir, opts(1)).unwrap();
+        for (b, &n) in head.iter().enumerate() {
+            append_batch(&mut w[0], b as u64, n);
+        }
     }
+    let checkpoint = std::fs::read(dir.join("checkpoint")).unwrap();
+    let (log, mut w) = Log::open(dir, opts(1)).unwrap();
+    append_batch(&mut w[0], head.len() as u64, last[0]);
     w[0].sync().unwrap();
     let all = read_all(&log, 0);
-    assert_eq!(
-        segment_files(dir).len(),
-        1,
-        "test data must stay in one segment"
-    );
+    drop((log, w));
+    std::fs::write(dir.join("checkpoint"), checkpoint).unwrap();
+    assert_eq!(segment_files(dir).len(), 1, "test data must stay in one segment");
     all
 }
 
@@ -82,19 +88,10 @@ fn truncation_at_every_offset_of_the_last_record_cuts_back_to_the_last_batch() {
         let work = tempfile::tempdir().unwrap();
         copy_dir(original.path(), work.path());
         let wseg = segment_files(work.path())[0].clone();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&wseg)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        std::fs::OpenOptions::new().write(true).open(&wseg).unwrap().set_len(cut as u64).unwrap();
         let (log, mut w, report) = Log::open_with_report(work.path(), opts(1)).unwrap();
         assert_eq!(read_all(&log, 0), all[..8], "cut at {cut}");
-        assert_eq!(
-            report.torn_tails.len(),
-            usize::from(cut > last_at),
-            "cut at {cut}: {report:?}"
-        );
+        assert_eq!(report.torn_tails.len(), usize::from(cut > last_at), "cut at {cut}: {report:?}");
         // The recovered shard takes writes and recovers cleanly again.
         let new = append_batch(&mut w[0], 100, 1);
         assert!(new[0] > all[7].0);
@@ -118,9 +115,7 @@ fn garbage_in_the_last_record_is_a_torn_tail() {
         copy_dir(original.path(), work.path());
         let wseg = segment_files(work.path())[0].clone();
         let mut b = std::fs::read(&wseg).unwrap();
-        b[cut..last_at + last_len]
-            .iter_mut()
-            .for_each(|x| *x = 0xA5);
+        b[cut..last_at + last_len].iter_mut().for_each(|x| *x = 0xA5);
         std::fs::write(&wseg, &b).unwrap();
         let (log, _w) = Log::open(work.path(), opts(1)).unwrap();
         // The whole last batch (5 records) goes: it never got its BATCH_END frame.
@@ -137,14 +132,51 @@ fn unfinished_batch_is_cut_whole() {
     let fr = frames(&bytes);
     // Crash after 4 of the 6 frames of the second batch reached the file.
     let (at, _) = fr[2 + 4];
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(at as u64)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(at as u64).unwrap();
     let (log, _w) = Log::open(original.path(), opts(1)).unwrap();
     assert_eq!(read_all(&log, 0), all[..2]);
+}
+
+#[test]
+fn a_torn_checkpointed_prefix_is_corruption_not_a_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut w) = Log::open(dir.path(), opts(1)).unwrap();
+        for b in 0..5 {
+            append_batch(&mut w[0], b, 2);
+        }
+    } // closing checkpoints all five batches
+    let seg = segment_files(dir.path())[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let (at, _) = frames(&bytes)[9];
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(at as u64 + 10).unwrap();
+    match Log::open(dir.path(), opts(1)) {
+        Err(StorageError::Corrupt { segment, offset, .. }) => {
+            assert_eq!((segment, offset), (seg, at as u64))
+        }
+        other => panic!(
+            "bytes the checkpoint says were on disk are gone: expected corruption, got {other:?}"
+        ),
+    }
+}
+
+#[test]
+fn past_the_checkpoint_a_hole_cuts_the_tail_even_if_frames_follow() {
+    // A machine crash can write pages back out of order: a later frame on disk after a hole.
+    let original = tempfile::tempdir().unwrap();
+    let all = write_log(original.path(), &[2, 3, 3]);
+    let seg = segment_files(original.path())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let fr = frames(&bytes);
+    // The hole is the middle frame of the last batch; its last frame is whole after it.
+    let (hole, len) = fr[6];
+    bytes[hole..hole + len].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let tag = format::decode_header(&bytes).unwrap().tag();
+    assert!(format::decode_frame(&bytes[fr[7].0..], tag).is_ok());
+    let (log, _w, report) = Log::open_with_report(original.path(), opts(1)).unwrap();
+    assert_eq!(read_all(&log, 0), all[..5], "the batch with the hole is cut whole");
+    assert_eq!(report.torn_tails.len(), 1);
 }
 
 #[test]
@@ -157,17 +189,10 @@ fn corruption_before_the_tail_is_refused_with_its_location() {
     bytes[at + len - 1] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
     match Log::open(dir.path(), opts(1)) {
-        Err(StorageError::Corrupt {
-            segment,
-            offset,
-            reason,
-        }) => {
+        Err(StorageError::Corrupt { segment, offset, reason }) => {
             assert_eq!(segment, seg);
             assert_eq!(offset, at as u64);
-            assert!(
-                matches!(reason, storage::FormatError::ChecksumMismatch { .. }),
-                "{reason:?}"
-            );
+            assert!(matches!(reason, storage::FormatError::ChecksumMismatch { .. }), "{reason:?}");
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -192,9 +217,7 @@ fn corruption_in_a_sealed_segment_is_found_by_readers_and_verify() {
     std::fs::write(&sealed, &bytes).unwrap();
     let (log, _w) = Log::open(dir.path(), opts(1)).unwrap();
     match log.verify() {
-        Err(StorageError::Corrupt {
-            segment, offset, ..
-        }) => {
+        Err(StorageError::Corrupt { segment, offset, .. }) => {
             assert_eq!(segment, sealed);
             assert_eq!(offset, at as u64);
         }
