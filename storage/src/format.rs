@@ -117,7 +117,8 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
         }
     };
     if get_u32(b, 28) != 0 || get_u32(b, 56) != 0 {
-        return Err(FormatError::BadField { field: "header reserved bytes", value: 0 });
+        let value = (get_u32(b, 28) as u64) << 32 | get_u32(b, 56) as u64;
+        return Err(FormatError::BadField { field: "header reserved bytes", value });
     }
     if get_u16(b, 10) as usize != HEADER_LEN {
         return Err(FormatError::BadField { field: "header length", value: get_u16(b, 10) as u64 });
@@ -398,7 +399,8 @@ pub fn decode_meta(b: &[u8]) -> Result<LogMeta, FormatError> {
     check_magic_version(b, META_MAGIC)?;
     check_crc(&b[..44], get_u32(b, 44))?;
     if get_u16(b, 10) != 0 || get_u32(b, 40) != 0 {
-        return Err(FormatError::BadField { field: "metadata reserved bytes", value: 0 });
+        let value = (get_u16(b, 10) as u64) << 32 | get_u32(b, 40) as u64;
+        return Err(FormatError::BadField { field: "metadata reserved bytes", value });
     }
     let shards = get_u32(b, 12);
     if shards == 0 {
@@ -470,11 +472,13 @@ pub fn decode_checkpoint(b: &[u8], shards: usize) -> Result<Checkpoint, FormatEr
     }
     check_magic_version(b, CHECKPOINT_MAGIC)?;
     check_crc(&b[..end], get_u32(b, end))?;
-    if get_u32(b, 12) as usize != shards || get_u16(b, 10) != 0 {
-        return Err(FormatError::BadField {
-            field: "checkpoint shard count",
-            value: get_u32(b, 12) as u64,
-        });
+    if get_u16(b, 10) != 0 {
+        let value = get_u16(b, 10) as u64;
+        return Err(FormatError::BadField { field: "checkpoint reserved bytes", value });
+    }
+    if get_u32(b, 12) as usize != shards {
+        let value = get_u32(b, 12) as u64;
+        return Err(FormatError::BadField { field: "checkpoint shard count", value });
     }
     let entries = (0..shards)
         .map(|i| {

@@ -174,7 +174,12 @@ impl Log {
         let recycle_dir = dir.join("recycle");
         std::fs::create_dir_all(&recycle_dir)
             .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
-        let recycle = list_files(&recycle_dir)?.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        // Only files named like segments join the pool; anything else is left alone.
+        let recycle = list_files(&recycle_dir)?
+            .into_iter()
+            .filter(|(_, name)| segment::parse_file_name(name).is_some())
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>();
         // Next free name in the pool: above every name there (names are numbers).
         let recycle_next = recycle
             .iter()

@@ -44,7 +44,8 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
     let mut next_flush = Instant::now() + flush_every;
     let mut next_retention = Instant::now() + retention_every;
     loop {
-        let wait = next_flush.saturating_duration_since(Instant::now());
+        let next = next_flush.min(next_checkpoint).min(next_retention);
+        let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(Msg::Seal { segment, mut writer }) => {
                 if let Err(e) = segment::seal(&segment, &mut writer) {

@@ -1,15 +1,23 @@
-//! The one module with `unsafe`: a segment file mapped into memory, shared by one writer and
-//! many readers.
+//! The one module with `unsafe`: a segment file mapped read-only into memory for readers, and
+//! the unique handle that writes the file (with positioned writes) and publishes what it wrote.
+//!
+//! Writes go through `pwrite` into the page cache, reads through the mapping of the same pages:
+//! Linux keeps the two coherent. The writer never touches the mapping, so it takes no page
+//! faults, dirties no page-table entries and causes no TLB shootdowns when pages are written
+//! back; measured on this 2-core machine, appending 160-byte records through `pwrite` runs
+//! ~1.5× faster under sustained load than storing through a writable mapping (8.0 vs 5.0 M
+//! records/s, recycled 64 MiB segments, writeback running).
 //!
 //! # Contract
 //!
-//! 1. **One writer per mapping.** [`map_segment`] returns the only [`MapWriter`] that will ever
-//!    exist for the mapping; it is not `Clone`. All writes go through `&mut MapWriter`.
+//! 1. **One writer per file.** [`map_segment`] returns the only [`MapWriter`] that will ever
+//!    exist for the mapping; it is not `Clone`. All writes to the file go through
+//!    `&mut MapWriter`.
 //! 2. **Readers read only published bytes, never the header.** [`MappedFile::read`] hands out
 //!    slices of `[HEADER_LEN, published)` only, where `published` is loaded with `Acquire`
 //!    ([`PublishedLen`]). The writer writes only at or beyond the published length
-//!    ([`MapWriter::tail_mut`] asserts it) or into the header (`[0, HEADER_LEN)`), which readers
-//!    never see through the map. So a shared slice and a mutable slice never overlap.
+//!    ([`MapWriter::write_at`] asserts it) or into the header, which readers never see through
+//!    the map. So no byte under a live shared slice ever changes.
 //! 3. **Published bytes never change.** The published length only grows; sealed segments never
 //!    change at all. Recovery, which rewrites bytes beyond the true end, runs before any reader
 //!    exists.
@@ -28,12 +36,14 @@ use crate::format::HEADER_LEN;
 use crate::publish::PublishedLen;
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// A mapped segment file: readers' side.
 #[derive(Debug)]
 pub struct MappedFile {
     raw: MmapRaw,
+    file: File,
     len: usize,
     published: PublishedLen,
 }
@@ -44,11 +54,12 @@ pub struct MapWriter {
     map: Arc<MappedFile>,
 }
 
-/// Maps `len` bytes of `file` (which must already be at least that long) read-write and shared;
-/// with `populate`, pages are faulted in now rather than on first touch. The published length
-/// starts at `published` (≥ `HEADER_LEN`).
+/// Maps the first `len` bytes of `file` (which must already be at least that long) read-only
+/// and shared; the file handle must be open for writing. With `populate`, pages already cached
+/// are mapped now rather than on first read. The published length starts at `published`
+/// (≥ `HEADER_LEN`).
 pub fn map_segment(
-    file: &File,
+    file: File,
     len: usize,
     published: usize,
     populate: bool,
@@ -65,8 +76,8 @@ pub fn map_segment(
     if populate {
         opts.populate();
     }
-    let raw = opts.map_raw(file)?;
-    let map = Arc::new(MappedFile { raw, len, published: PublishedLen::new(published) });
+    let raw = opts.map_raw_read_only(&file)?;
+    let map = Arc::new(MappedFile { raw, file, len, published: PublishedLen::new(published) });
     Ok((Arc::clone(&map), MapWriter { map }))
 }
 
@@ -90,23 +101,15 @@ impl MappedFile {
         assert!(start >= HEADER_LEN, "readers never read the header");
         let start = start.min(end);
         // SAFETY: `[start, end)` lies within `[HEADER_LEN, published)` (clamped and asserted
-        // above) and within the mapping (`published <= len`). By contract points 2 and 3 no
-        // `&mut` to these bytes exists or will exist while the mapping lives, and the mapping
-        // outlives the returned borrow because it borrows `self`.
+        // above) and within the mapping (`published <= len`). By contract points 2 and 3 those
+        // bytes of the file never change while the mapping lives, and the mapping outlives the
+        // returned borrow because it borrows `self`.
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), end - start) }
     }
 
-    /// Schedules (`sync == false`) or performs (`sync == true`) write-back of `[start, end)`.
-    pub fn flush(&self, start: usize, end: usize, sync: bool) -> std::io::Result<()> {
-        let end = end.min(self.len);
-        if start >= end {
-            return Ok(());
-        }
-        if sync {
-            self.raw.flush_range(start, end - start)
-        } else {
-            self.raw.flush_async_range(start, end - start)
-        }
+    /// Makes every write to the file so far durable (`fdatasync`).
+    pub fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
     }
 }
 
@@ -116,32 +119,28 @@ impl MapWriter {
         &self.map
     }
 
-    /// Mutable bytes `[start, start + len)`, which must lie at or beyond the published length.
+    /// Writes `bytes` at `offset`, which must lie at or beyond the published length.
     #[inline]
-    pub fn tail_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
-        assert!(start >= self.map.published(), "writes go beyond the published length");
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> std::io::Result<()> {
+        assert!(offset >= self.map.published(), "writes go beyond the published length");
         assert!(
-            start.checked_add(len).is_some_and(|end| end <= self.map.len),
+            offset.checked_add(bytes.len()).is_some_and(|e| e <= self.map.len),
             "write past the map"
         );
-        // SAFETY: the range is in the mapping (asserted) and at or beyond the published length,
-        // which only this writer moves; readers never read there (contract 2). `&mut self`
-        // makes this the only live mutable slice of the mapping.
-        unsafe { std::slice::from_raw_parts_mut(self.map.raw.as_mut_ptr().add(start), len) }
+        self.map.file.write_all_at(bytes, offset as u64)
     }
 
-    /// The header bytes, for writing. Readers never read the header through the map.
-    pub fn header_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `[0, HEADER_LEN)` is in the mapping (map_segment asserts `len >= HEADER_LEN`)
-        // and no reader slice covers it (contract 2); `&mut self` makes this slice unique.
-        unsafe { std::slice::from_raw_parts_mut(self.map.raw.as_mut_ptr(), HEADER_LEN) }
+    /// Rewrites the header. Readers never read the header through the map.
+    pub fn write_header(&mut self, bytes: &[u8; HEADER_LEN]) -> std::io::Result<()> {
+        self.map.file.write_all_at(bytes, 0)
     }
 
-    /// Any bytes of the mapping, for the writer's own reading (recovery, header checks).
+    /// Any bytes of the mapping, for the writer's own reading (recovery, header checks). The
+    /// borrow ends before the next write, which needs `&mut self`.
     pub fn bytes(&self, start: usize, end: usize) -> &[u8] {
         assert!(start <= end && end <= self.map.len);
-        // SAFETY: in bounds (asserted). Shared access is fine alongside readers' shared slices;
-        // no mutable slice exists while `&self` is borrowed, as mutation requires `&mut self`.
+        // SAFETY: in bounds (asserted). Only this handle writes the file (contract 1) and it
+        // cannot while `&self` is borrowed; readers only read.
         unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr().add(start), end - start) }
     }
 

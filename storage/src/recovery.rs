@@ -6,14 +6,16 @@
 //! 1. Frames are read from the header on. A batch counts only when its `BATCH_END` frame is
 //!    whole; frames of an unfinished batch at the end are cut (a batch is all or nothing, also
 //!    across a crash).
-//! 2. A bad frame (zero length, bad length, foreign tag, checksum) inside bytes known to be on
-//!    disk is **corruption**: opening fails, naming segment and offset. In a segment known
-//!    whole, a bad frame followed by any valid frame of the segment is corruption too.
+//! 2. A bad frame (zero length, bad length, foreign tag, checksum) inside the checkpointed
+//!    prefix is **corruption**: opening fails, naming segment and offset. In a segment known
+//!    whole, a bad frame followed by any valid frame of the segment is corruption; one with
+//!    nothing valid after it is indistinguishable from a clean end and is cut.
 //! 3. Past what is known, the first bad frame is the **torn tail**: it and everything after it
 //!    is cut. After a machine crash, pages written back out of order can leave valid frames
 //!    after a hole; they were never acknowledged as durable, so cutting them is right.
-//! 4. The caller zeroes the cut range (orphan frames and the bad frame's claimed length), so no
-//!    remnant can look like data after the next crash.
+//! 4. The caller zeroes the cut range (orphan frames and the bad frame's claimed length) and the
+//!    first words of every valid frame found beyond the cut, so no remnant can look like data
+//!    after the next crash.
 //!
 //! What it is not: the check of sealed segments (their footer is trusted after its checksum;
 //! frames are verified when read, and `Log::verify` scans everything). Pure `&[u8]` code, so the
@@ -39,7 +41,11 @@ pub struct Scan {
     pub seal: Option<Footer>,
     /// Bytes from `end` up to here may hold remnants and must be zeroed.
     pub dirty_end: usize,
-    /// Where the tail was cut and why (none when the segment ended cleanly at a seal).
+    /// Frames of this segment found beyond a cut (pages written back out of order before a
+    /// machine crash): their length, checksum and tag words must be zeroed, or a later scan of
+    /// the segment as `Known::Whole` would take them for data after corruption.
+    pub stale_frames: Vec<usize>,
+    /// Where the tail was cut and why (none when the segment ended cleanly).
     pub torn_at: Option<(usize, FormatError)>,
 }
 
@@ -147,6 +153,11 @@ pub fn scan_open_segment(
             FRAME_HEADER_LEN
         };
         scan.dirty_end = (pos + reach).min(bytes.len());
+        let mut q = scan.dirty_end;
+        while let Some(at) = valid_frame_after(bytes, q.max(pos), tag) {
+            scan.stale_frames.push(at);
+            q = at;
+        }
         // The writer zeroes the length word after every batch it appends, so a clean end meets
         // a zero length right after the last batch; anything else was cut.
         let clean = pos == scan.end && err == FormatError::Empty;

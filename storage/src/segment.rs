@@ -1,4 +1,4 @@
-//! One segment file: creation (preallocated, prefaulted), opening with recovery, sealing.
+//! One segment file: creation (preallocated), opening with recovery, sealing.
 //!
 //! A segment is a fixed-size file named `{seq:020}.seg` in its shard's directory: a header,
 //! then 8-byte-aligned frames, then, once sealed, a seal frame (the footer) holding the count,
@@ -79,7 +79,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Prepares segment `seq` of `shard` in `dir`: takes `recycled` (an old segment file) or
 /// creates a new file, preallocates `segment_bytes`, writes an open header with a fresh nonce,
-/// makes it durable, renames it into place, and maps it prefaulted.
+/// makes it durable, renames it into place, and maps it.
 pub fn prepare(
     dir: &Path,
     shard: u32,
@@ -122,7 +122,9 @@ pub fn prepare(
     file.sync_data().map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
     sync_dir(dir)?;
-    let (map, writer) = map_segment(&file, segment_bytes, HEADER_LEN, true)
+    // Not prefaulted: writes go through `pwrite`, which fills the page cache without faults,
+    // and faulting fresh pages in first would only zero them to be overwritten.
+    let (map, writer) = map_segment(file, segment_bytes, HEADER_LEN, false)
         .map_err(|e| StorageError::io("map segment", &final_path, e))?;
     let segment = Arc::new(Segment::new(
         final_path,
@@ -171,7 +173,7 @@ pub fn open(
         ));
     }
     if header.state == SegmentState::Sealed {
-        return open_sealed(path, &file, file_len, &header, index_interval_bytes, corrupt);
+        return open_sealed(path, file, file_len, &header, index_interval_bytes, corrupt);
     }
     // An open segment may have been cut short (a torn file); give it back its full size so
     // the writer never maps past the end of the file.
@@ -179,7 +181,7 @@ pub fn open(
     if len > file_len {
         preallocate(&file, path, len)?;
     }
-    let (map, mut writer) = map_segment(&file, len, HEADER_LEN, false)
+    let (map, mut writer) = map_segment(file, len, HEADER_LEN, false)
         .map_err(|e| StorageError::io("map segment", path, e))?;
     let scan = recovery::scan_open_segment(
         writer.bytes(0, len),
@@ -188,10 +190,14 @@ pub fn open(
         known,
     )
     .map_err(|(off, e)| corrupt(off, e))?;
-    if scan.dirty_end > scan.end {
-        let (start, end) = (scan.end, scan.dirty_end);
-        writer.tail_mut(start, end - start).fill(0);
-        map.flush(start, end, true).map_err(|e| StorageError::io("msync segment", path, e))?;
+    if scan.dirty_end > scan.end || !scan.stale_frames.is_empty() {
+        let (start, end) = (scan.end, scan.dirty_end.max(scan.end));
+        let io = |e| StorageError::io("zero torn tail", path, e);
+        writer.write_at(start, &vec![0u8; end - start]).map_err(io)?;
+        for &at in &scan.stale_frames {
+            writer.write_at(at, &[0u8; 16]).map_err(io)?;
+        }
+        map.sync_data().map_err(|e| StorageError::io("fdatasync segment", path, e))?;
     }
     let segment = Segment::new(
         path.to_owned(),
@@ -209,7 +215,8 @@ pub fn open(
     segment.set_last_id(scan.last_id.unwrap_or(0));
     segment.count.store(scan.count, Ordering::Relaxed);
     writer.publish(scan.end);
-    segment.flushed.store(scan.end, Ordering::Relaxed);
+    // What recovery kept may be in the page cache only (a killed process): not yet flushed.
+    segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
     let segment = Arc::new(segment);
     let mut writer = Some(writer);
     if let Some(footer) = &scan.seal {
@@ -222,7 +229,7 @@ pub fn open(
 
 fn open_sealed(
     path: &Path,
-    file: &File,
+    file: File,
     file_len: usize,
     header: &SegmentHeader,
     index_interval_bytes: usize,
@@ -289,7 +296,11 @@ pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let rec = format::NewRecord::payload(&payload);
     let len = format::frame_len_padded(0, payload.len(), 0);
     let id = idgen::Ulid(last_id);
-    format::encode_frame(writer.tail_mut(data_end, len), segment.tag, id, flags::SEAL, &rec);
+    let mut frame = vec![0u8; len];
+    format::encode_frame(&mut frame, segment.tag, id, flags::SEAL, &rec);
+    writer
+        .write_at(data_end, &frame)
+        .map_err(|e| StorageError::io("write seal", &segment.path, e))?;
     complete_seal(segment, writer, data_end, last_id)
 }
 
@@ -314,17 +325,15 @@ fn complete_seal(
     last_id: u128,
 ) -> Result<()> {
     let map = Arc::clone(writer.map());
-    let flushed = segment.flushed.load(Ordering::Relaxed);
-    map.flush(flushed, map.len(), true)
-        .map_err(|e| StorageError::io("msync segment", &segment.path, e))?;
+    map.sync_data().map_err(|e| StorageError::io("fdatasync segment", &segment.path, e))?;
     let current = format::decode_header(writer.bytes(0, HEADER_LEN)).map_err(|e| {
         StorageError::Corrupt { segment: segment.path.clone(), offset: 0, reason: e }
     })?;
     let sealed =
         SegmentHeader { state: SegmentState::Sealed, footer_offset: data_end as u64, ..current };
-    writer.header_mut().copy_from_slice(&format::encode_header(&sealed));
-    map.flush(0, HEADER_LEN, true)
-        .map_err(|e| StorageError::io("msync header", &segment.path, e))?;
+    let io = |e| StorageError::io("write header", &segment.path, e);
+    writer.write_header(&format::encode_header(&sealed)).map_err(io)?;
+    map.sync_data().map_err(|e| StorageError::io("fdatasync header", &segment.path, e))?;
     segment.flushed.store(map.len(), Ordering::Relaxed);
     let _ = segment.sealed.set((last_id, segment.count.load(Ordering::Relaxed)));
     Ok(())
@@ -375,14 +384,14 @@ impl Segment {
         self.sealed.get().is_some()
     }
 
-    /// Makes every published byte durable (msync); returns whether anything was flushed.
+    /// Makes every published byte durable (fdatasync); returns whether anything was flushed.
     pub fn flush_published(&self) -> std::io::Result<bool> {
         let published = self.map.published();
         let flushed = self.flushed.load(Ordering::Acquire);
         if published <= flushed {
             return Ok(false);
         }
-        self.map.flush(flushed, published, true)?;
+        self.map.sync_data()?;
         self.flushed.fetch_max(published, Ordering::AcqRel);
         Ok(true)
     }

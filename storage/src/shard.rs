@@ -22,7 +22,7 @@ pub struct Shard {
     pub(crate) dir: PathBuf,
     pub(crate) segments: ArcSwap<Vec<Arc<Segment>>>,
     pub(crate) list_lock: Mutex<()>,
-    /// The next segment, preallocated and prefaulted by the maintenance thread.
+    /// The next segment, preallocated by the maintenance thread.
     pub(crate) prepared: Mutex<Option<Opened>>,
     pub(crate) counters: ShardCounters,
 }
@@ -30,7 +30,7 @@ pub struct Shard {
 /// Counters the writer and the maintenance thread keep; read them with [`Shard::stats`].
 #[derive(Debug, Default)]
 pub struct ShardCounters {
-    /// Syncs (msync) performed by `sync` or the background flush.
+    /// Syncs (fdatasync) performed by `sync` or the background flush.
     pub flushes: AtomicU64,
     /// Total time spent in those syncs, in nanoseconds.
     pub flush_nanos: AtomicU64,
@@ -143,8 +143,9 @@ impl Shard {
     pub(crate) fn flush_segments(&self, segs: &[Arc<Segment>]) -> Result<()> {
         for s in segs.iter().filter(|s| !s.is_sealed()) {
             let t = std::time::Instant::now();
-            let did =
-                s.flush_published().map_err(|e| StorageError::io("msync segment", &s.path, e))?;
+            let did = s
+                .flush_published()
+                .map_err(|e| StorageError::io("fdatasync segment", &s.path, e))?;
             if did {
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
                 self.counters

@@ -1,15 +1,16 @@
 //! The append path: the one writer of a shard.
 //!
-//! `append` encodes a batch straight into the mapped segment beyond the published length and
-//! publishes it with one store, so readers see the whole batch or none of it; its last frame
-//! carries `BATCH_END` so recovery keeps it whole or cuts it whole. `sync` makes everything
-//! appended so far durable with one msync per touched segment: callers group many batches into
-//! one `sync` (group commit). IDs come from the writer's own monotonic generator, one clock read
-//! per batch.
+//! `append` encodes a batch into a reused buffer, writes it with one `pwrite` beyond the
+//! published length of the mapped segment and publishes it with one store, so readers see the
+//! whole batch or none of it; its last frame carries `BATCH_END` so recovery keeps it whole or
+//! cuts it whole. `sync` makes everything appended so far durable with one `fdatasync` per
+//! touched segment: callers group many batches into one `sync` (group commit). IDs come from
+//! the writer's own monotonic generator, one clock read per batch.
 //!
-//! Rolling takes the segment the maintenance thread prepared (preallocated, prefaulted) and
-//! hands the old one back to it for sealing, so neither file creation nor msync of a full
-//! segment happens on the hot path unless no prepared segment is ready (counted).
+//! Rolling takes the segment the maintenance thread prepared (preallocated, header written,
+//! directory synced) and hands the old one back to it for sealing, so neither file creation
+//! nor the flush of a full segment happens on the hot path unless no prepared segment is ready
+//! (counted in `inline_prepares`).
 //!
 //! What it is not: thread-safe (one writer per shard, owned by one thread) or a queue.
 
@@ -43,6 +44,8 @@ pub struct ShardWriter {
     cfg: WriterConfig,
     poisoned: bool,
     index_scratch: Vec<(u128, u64)>,
+    /// Encoding buffer, reused across batches.
+    buf: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +86,7 @@ impl ShardWriter {
             cfg,
             poisoned: false,
             index_scratch: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -149,7 +153,9 @@ impl ShardWriter {
         let tag = self.seg.tag;
         // The batch, then zeroes over the next frame's length, CRC and tag words: a recycled
         // segment holds stale bytes there, and recovery must find a clean end.
-        let buf = self.map.tail_mut(start, total + END_MARK_LEN);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(total + END_MARK_LEN, 0);
         let mut at = 0;
         let last = batch.len() - 1;
         self.index_scratch.clear();
@@ -161,7 +167,13 @@ impl ShardWriter {
             at += n;
         }
         debug_assert_eq!(at, total);
-        buf[total..].fill(0);
+        let written = self.map.write_at(start, &buf);
+        self.buf = buf;
+        if let Err(e) = written {
+            // The bytes beyond the published length are in an unknown state: stop here.
+            self.poisoned = true;
+            return Err(StorageError::io("write segment", &self.seg.path, e));
+        }
         if self.seg.first_id.get().is_none() {
             let _ = self.seg.first_id.set(ids.first.0);
         }
@@ -175,7 +187,7 @@ impl ShardWriter {
         Ok(ids)
     }
 
-    /// Makes every batch appended so far durable (msync of the written ranges; one call covers
+    /// Makes every batch appended so far durable (fdatasync of the touched segments; one call covers
     /// any number of batches: group commit). An error poisons the writer.
     pub fn sync(&mut self) -> Result<()> {
         if self.poisoned {
@@ -184,8 +196,9 @@ impl ShardWriter {
         let t = std::time::Instant::now();
         let mut did = false;
         let result = self.unsynced.iter().chain(std::iter::once(&self.seg)).try_for_each(|s| {
-            did |=
-                s.flush_published().map_err(|e| StorageError::io("msync segment", &s.path, e))?;
+            did |= s
+                .flush_published()
+                .map_err(|e| StorageError::io("fdatasync segment", &s.path, e))?;
             Ok(())
         });
         if let Err(e) = result {

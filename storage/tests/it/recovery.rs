@@ -176,6 +176,10 @@ fn past_the_checkpoint_a_hole_cuts_the_tail_even_if_frames_follow() {
     assert!(format::decode_frame(&bytes[fr[7].0..], tag).is_ok());
     let (log, _w, report) = Log::open_with_report(original.path(), opts(1)).unwrap();
     assert_eq!(read_all(&log, 0), all[..5], "the batch with the hole is cut whole");
+    // The whole frame found beyond the hole was defused: a later scan of this segment as
+    // known-whole must not take it for data after corruption.
+    let after = std::fs::read(&seg).unwrap();
+    assert!(after[fr[7].0..fr[7].0 + 16].iter().all(|&b| b == 0));
     assert_eq!(report.torn_tails.len(), 1);
 }
 
