@@ -1,6 +1,118 @@
-//! The `shardlog` binary: the HTTP service over the storage crate (built by the service issue).
+//! The `shardlog` binary: command line, configuration, logging, signals. Everything else is in
+//! the `ingest` library; this is the only place `anyhow` errors end.
 
-fn main() {
-    eprintln!("shardlog: the service is not built yet; see the storage crate and segtool");
-    std::process::exit(2);
+use clap::{Parser, Subcommand};
+use ingest::config::{Config, Durability};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "shardlog", version, about = "Commit-log ingestion service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML file with the same settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Default durability of writes [default: sync].
+    #[arg(long, value_parser = ["sync", "async"])]
+    durability: Option<String>,
+    /// Answer 404 to writes to logs that do not exist instead of creating them.
+    #[arg(long)]
+    no_auto_create: bool,
+    /// Bearer-token file (not available in this build).
+    #[arg(long)]
+    auth: Option<PathBuf>,
+    /// Allow a non-loopback listen address without --auth.
+    #[arg(long)]
+    insecure: bool,
+    /// Cold archive directory or s3:// URL (not available in this build).
+    #[arg(long)]
+    archive: Option<String>,
+    /// Writer threads [default: one per core].
+    #[arg(long)]
+    writers: Option<usize>,
+    /// Shards of a log created without a shard count [default: two per core].
+    #[arg(long)]
+    default_shards: Option<u32>,
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = args.durability {
+        c.durability = if v == "sync" { Durability::Sync } else { Durability::Async };
+    }
+    if args.no_auto_create {
+        c.auto_create = false;
+    }
+    if args.auth.is_some() {
+        c.auth = args.auth;
+    }
+    if args.insecure {
+        c.insecure = true;
+    }
+    if args.archive.is_some() {
+        c.archive = args.archive;
+    }
+    if let Some(v) = args.writers {
+        c.writers = v;
+    }
+    if let Some(v) = args.default_shards {
+        c.default_shards = v;
+    }
+    Ok(c.resolve()?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the server can still be killed; it just cannot drain.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command: Command::Serve(args) } = Cli::parse();
+    let config = config(args)?;
+    eprintln!("shardlog effective configuration:\n{}", toml::to_string(&config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ingest::server::run(config, shutdown_signal()))
 }

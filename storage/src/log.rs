@@ -119,7 +119,8 @@ pub struct Log {
 pub(crate) struct LogInner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: LogOptions,
-    pub(crate) meta: LogMeta,
+    /// Current settings; retention can change while open ([`Log::set_retention`]).
+    pub(crate) meta: Mutex<LogMeta>,
     pub(crate) shards: Vec<Arc<Shard>>,
     retired: Mutex<Vec<Arc<Segment>>>,
     recycle: Arc<Mutex<Vec<PathBuf>>>,
@@ -206,7 +207,7 @@ impl Log {
         }
         let inner = Arc::new(LogInner {
             dir,
-            meta,
+            meta: Mutex::new(meta),
             opts,
             shards,
             retired: Mutex::new(Vec::new()),
@@ -266,7 +267,28 @@ impl Log {
 
     /// Persistent settings.
     pub fn meta(&self) -> LogMeta {
-        self.inner.meta
+        *self.inner.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> Retention {
+        self.inner.retention()
+    }
+
+    /// Changes the retention and persists it (`log.meta`, written atomically); the next
+    /// retention pass applies it.
+    pub fn set_retention(&self, retention: Retention) -> Result<()> {
+        let mut meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let new = LogMeta {
+            max_age_ms: retention.max_age_ms.unwrap_or(0),
+            max_bytes: retention.max_bytes.unwrap_or(0),
+            ..*meta
+        };
+        if new != *meta {
+            write_meta(&self.inner.dir, &self.inner.dir.join("log.meta"), &new)?;
+            *meta = new;
+        }
+        Ok(())
     }
 
     /// Size and counters.
@@ -330,6 +352,14 @@ impl Drop for Log {
 }
 
 impl LogInner {
+    fn retention(&self) -> Retention {
+        let m = *self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        Retention {
+            max_age_ms: (m.max_age_ms > 0).then_some(m.max_age_ms),
+            max_bytes: (m.max_bytes > 0).then_some(m.max_bytes),
+        }
+    }
+
     pub(crate) fn flush(&self) -> Result<()> {
         self.shards.iter().try_for_each(|s| s.flush())
     }
@@ -380,7 +410,7 @@ impl LogInner {
 
     /// Removes whole sealed segments beyond the limits from their shards' lists.
     pub(crate) fn apply_retention(&self, now_ms: u64) -> Result<usize> {
-        let Retention { max_age_ms, max_bytes } = self.opts.retention;
+        let Retention { max_age_ms, max_bytes } = self.retention();
         if max_age_ms.is_none() && max_bytes.is_none() {
             return Ok(0);
         }

@@ -1,0 +1,169 @@
+//! `ApiError`: every way a request can fail, mapped to one HTTP status and a stable
+//! `snake_case` code, rendered as the contract's `{"error": {"code", "message"}}`.
+//!
+//! Client errors say what was wrong; internal errors say little to the client and are logged.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed input that is not about one commit (query, headers, body envelope).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// One commit of the batch is malformed; nothing was written.
+    #[error("commit {index}: {reason}")]
+    InvalidCommit {
+        /// Its position in the request.
+        index: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No such log.
+    #[error("log {log:?} does not exist")]
+    LogNotFound {
+        /// The name asked for.
+        log: String,
+    },
+    /// No such commit.
+    #[error("commit {id} does not exist in log {log:?}")]
+    CommitNotFound {
+        /// The log.
+        log: String,
+        /// The ID asked for.
+        id: String,
+    },
+    /// No such route or resource.
+    #[error("{what} not found")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// The log exists with another shard count.
+    #[error("log {log:?} exists with {shards} shards, {requested} requested")]
+    LogExists {
+        /// The log.
+        log: String,
+        /// Its shard count.
+        shards: u32,
+        /// The count asked for.
+        requested: u32,
+    },
+    /// Something exceeds a configured limit.
+    #[error("{what} exceeds the limit of {limit_bytes} bytes")]
+    TooLarge {
+        /// What.
+        what: String,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// Unknown content type or encoding.
+    #[error("{message}")]
+    UnsupportedMediaType {
+        /// What was sent and what is accepted.
+        message: String,
+    },
+    /// Writers are saturated; try again after `retry_after_s`.
+    #[error("writers are saturated, retry after {retry_after_s}s")]
+    Overloaded {
+        /// Seconds.
+        retry_after_s: u64,
+    },
+    /// The server is starting (recovery running) or stopping.
+    #[error("not ready: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: &'static str,
+        /// Seconds.
+        retry_after_s: u64,
+    },
+    /// The deadline passed before the request could be answered.
+    #[error("deadline of {timeout_ms} ms exceeded")]
+    Deadline {
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// The disk is full.
+    #[error("disk full: {detail}")]
+    DiskFull {
+        /// Which file could not be preallocated.
+        detail: String,
+    },
+    /// A server-side failure (logged; the client gets a generic message).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A `400` with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// Status and stable code.
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::InvalidCommit { .. } => (StatusCode::BAD_REQUEST, "invalid_commit"),
+            ApiError::LogNotFound { .. } => (StatusCode::NOT_FOUND, "log_not_found"),
+            ApiError::CommitNotFound { .. } => (StatusCode::NOT_FOUND, "commit_not_found"),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::LogExists { .. } => (StatusCode::CONFLICT, "log_exists"),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<storage::StorageError> for ApiError {
+    fn from(e: storage::StorageError) -> Self {
+        match e {
+            storage::StorageError::DiskFull { path, .. } => {
+                ApiError::DiskFull { detail: format!("cannot preallocate {}", path.display()) }
+            }
+            storage::StorageError::BatchTooLarge { bytes, max_bytes } => ApiError::TooLarge {
+                what: format!("the encoded batch for one shard ({bytes} bytes)"),
+                limit_bytes: max_bytes as usize,
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        let mut resp = (status, axum::Json(body)).into_response();
+        let retry = match self {
+            ApiError::Overloaded { retry_after_s } => Some(retry_after_s),
+            ApiError::Unavailable { retry_after_s, .. } => Some(retry_after_s),
+            _ => None,
+        };
+        if let Some(s) = retry {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}

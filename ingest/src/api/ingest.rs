@@ -1,0 +1,203 @@
+//! `POST /v1/logs/{log}/commits`: parse, route, hand to the writers, answer with the IDs.
+//!
+//! A request is queued whole or not at all: it reserves a slot in every writer queue it needs
+//! before sending anything (`503` + `Retry-After` when one is full). Commits of one shard are
+//! appended as one batch, so they become visible together and survive a crash together.
+
+use super::{AppState, blocking, check_name, parse_duration_ms};
+use crate::api::error::ApiError;
+use crate::body::{self, Batch, Limits};
+use crate::config::Durability;
+use crate::logs::{LogEntry, LogSettings};
+use crate::writers::{Append, Job};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
+use idgen::{IdRange, Ulid};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::Retention;
+
+/// Bodies at least this large are parsed on the blocking pool.
+const INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IngestQuery {
+    ids: Option<bool>,
+    partial: Option<bool>,
+    durability: Option<String>,
+    timeout: Option<String>,
+}
+
+pub(super) async fn post_commits(
+    State(st): State<Arc<AppState>>,
+    Path(log): Path<String>,
+    query: Result<Query<IngestQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&log)?;
+    st.check_ready()?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let durability = match q.durability.as_deref() {
+        None => st.config.durability,
+        Some("sync") => Durability::Sync,
+        Some("async") => Durability::Async,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("durability {other:?} is not sync or async"),
+            ));
+        }
+    };
+    let timeout_ms = match q.timeout.as_deref() {
+        None => st.config.write_timeout_ms,
+        Some(t) => parse_duration_ms(t).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("timeout {t:?} is not a duration like 250ms or 2s"),
+            )
+        })?,
+    };
+    let partial = q.partial.unwrap_or(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+
+    let batch = read_and_parse(&st, &headers, body, partial).await?;
+    let entry = log_for_write(&st, &log).await?;
+    let batch = Arc::new(batch);
+    let ids = tokio::time::timeout_at(deadline, write(&st, &entry, &batch, durability))
+        .await
+        .map_err(|_| ApiError::Deadline { timeout_ms })??;
+
+    let mut out = serde_json::Map::new();
+    let texts: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    out.insert("count".into(), json!(ids.len()));
+    if partial {
+        out.insert("accepted".into(), json!(texts));
+        let rejected: Vec<Value> =
+            batch.rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
+        out.insert("rejected".into(), Value::Array(rejected));
+    } else if q.ids.unwrap_or(true) {
+        out.insert("ids".into(), json!(texts));
+    }
+    out.insert("first_id".into(), json!(texts.first()));
+    out.insert("last_id".into(), json!(texts.last()));
+    out.insert("durability".into(), json!(durability.as_str()));
+    out.insert("duplicate".into(), json!(false));
+    Ok(Json(Value::Object(out)))
+}
+
+async fn read_and_parse(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    partial: bool,
+) -> Result<Batch, ApiError> {
+    let cfg = &st.config;
+    let raw =
+        http_body_util::Limited::new(body, cfg.body_bytes_max).collect().await.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::TooLarge {
+                    what: "the request body".into(),
+                    limit_bytes: cfg.body_bytes_max,
+                }
+            } else {
+                ApiError::bad_request("bad_body", format!("cannot read the body: {e}"))
+            }
+        })?;
+    let raw = raw.to_bytes();
+    let text = |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (ct, enc) = (text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING));
+    let limits = Limits {
+        body_bytes_max: cfg.body_bytes_max,
+        commit_bytes_max: cfg.commit_bytes_max,
+        batch_commits_max: cfg.batch_commits_max,
+        key_bytes_max: cfg.key_bytes_max,
+    };
+    let work = move || {
+        let decoded = body::decode(raw, enc.as_deref(), limits.body_bytes_max)?;
+        body::parse(decoded, ct.as_deref(), limits, partial)
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n < INLINE_PARSE_BYTES_MAX)
+        && headers.get(header::CONTENT_ENCODING).is_none()
+    {
+        work()
+    } else {
+        blocking(work).await
+    }
+}
+
+/// The log to write to, created with defaults unless auto-creation is off.
+async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, ApiError> {
+    if let Some(e) = st.registry.get(log) {
+        return Ok(e);
+    }
+    if !st.config.auto_create {
+        return Err(ApiError::LogNotFound { log: log.to_owned() });
+    }
+    let st2 = Arc::clone(st);
+    let name = log.to_owned();
+    let settings =
+        LogSettings { shards: st.config.default_shards, retention: Retention::default() };
+    blocking(move || {
+        st2.registry
+            .create(&name, settings, false, &st2.writers)
+            .map(|(e, _)| e)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
+}
+
+/// Queues the batch on the owning writers (all parts or none) and collects the IDs in request
+/// order.
+async fn write(
+    st: &AppState,
+    entry: &LogEntry,
+    batch: &Arc<Batch>,
+    durability: Durability,
+) -> Result<Vec<Ulid>, ApiError> {
+    if batch.commits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cpu = rustix::thread::sched_getcpu();
+    let plan = entry.plan(batch, st.writers.len(), cpu);
+    let owners: Vec<usize> = plan.keys().map(|&s| st.writers.owner(s)).collect();
+    let permits = st
+        .writers
+        .try_reserve(&owners)
+        .ok_or(ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
+    let mut waits = Vec::with_capacity(plan.len());
+    for (permit, (shard, commits)) in permits.into_iter().zip(plan) {
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        let indices = commits.clone();
+        permit.send(Job::Append(Append {
+            log: entry.id,
+            shard,
+            batch: Arc::clone(batch),
+            commits,
+            sync: durability == Durability::Sync,
+            reply,
+        }));
+        waits.push((indices, wait));
+    }
+    let mut ids = vec![Ulid(0); batch.commits.len()];
+    for (indices, wait) in waits {
+        let range: IdRange = wait.await.map_err(|_| ApiError::Unavailable {
+            reason: "the server is stopping",
+            retry_after_s: 1,
+        })??;
+        for (k, &i) in indices.iter().enumerate() {
+            ids[i as usize] = range.nth(k as u64);
+        }
+    }
+    Ok(ids)
+}

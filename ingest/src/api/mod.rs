@@ -1,0 +1,130 @@
+//! The HTTP API (`/v1`, `/healthz`, `/readyz`): `app(state)` builds the router.
+//!
+//! Handlers parse and validate, then hand work to the writers or read from storage on the
+//! blocking pool (a read can fault pages of a mapped file in, which must not stall the async
+//! workers). What it is not: the writers or the storage.
+
+pub mod error;
+mod ingest;
+mod logs;
+mod read;
+
+use crate::config::Config;
+use crate::logs::Registry;
+use crate::writers::Writers;
+use axum::Router;
+use axum::routing::{get, post};
+use error::ApiError;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// Effective configuration.
+    pub config: Config,
+    /// Logs.
+    pub registry: Registry,
+    /// Writer threads.
+    pub writers: Writers,
+    /// Recovery finished and writes are accepted.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    /// `503 unavailable` until recovery has finished.
+    pub fn check_ready(&self) -> Result<(), ApiError> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable { reason: "recovery is running", retry_after_s: 1 })
+        }
+    }
+}
+
+/// The router over `state`.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/logs", get(logs::list))
+        .route("/v1/logs/{log}", get(logs::show).put(logs::put).delete(logs::delete))
+        .route("/v1/logs/{log}/commits", post(ingest::post_commits))
+        .route("/v1/logs/{log}/commits/{id}", get(read::commit_by_id))
+        .route("/v1/logs/{log}/shards/{shard}/commits", get(read::shard_commits))
+        .fallback(|| async { ApiError::NotFound { what: "route".into() } })
+        .method_not_allowed_fallback(|| async {
+            ApiError::bad_request("method_not_allowed", "method not allowed on this route")
+        })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            use axum::response::IntoResponse;
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn readyz(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    st.check_ready()?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Runs blocking work on the blocking pool; a panic there becomes an internal error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Parses `250ms`, `2s`, `5m`, `12h`, `7d` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Checks a log name from the path.
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
+    if crate::logs::valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_log_name",
+            format!("log name {name:?} must match [a-z0-9][a-z0-9._-]{{0,127}}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Small pure helpers of the API.
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (t, ms) in [
+            ("250ms", Some(250)),
+            ("2s", Some(2000)),
+            ("7d", Some(604_800_000)),
+            ("5m", Some(300_000)),
+        ] {
+            assert_eq!(parse_duration_ms(t), ms, "{t}");
+        }
+        for bad in ["", "s", "10", "1.5s", "-1s", "3w"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad}");
+        }
+    }
+}

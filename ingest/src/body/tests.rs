@@ -1,0 +1,135 @@
+//! Unit tests of body decoding and the three formats, including every per-commit error.
+
+use super::*;
+
+const LIMITS: Limits = Limits {
+    body_bytes_max: 1 << 20,
+    commit_bytes_max: 64,
+    batch_commits_max: 10,
+    key_bytes_max: 8,
+};
+
+fn parse_str(ct: &str, body: &str) -> Result<Batch, ApiError> {
+    parse(Bytes::from(body.to_owned()), Some(ct), LIMITS, false)
+}
+
+fn payloads(b: &Batch) -> Vec<String> {
+    b.commits.iter().map(|c| String::from_utf8(b.payload(c).to_vec()).unwrap()).collect()
+}
+
+#[test]
+fn ndjson_lines_are_stored_byte_for_byte_and_empty_lines_skipped() {
+    let b = parse_str(NDJSON, "{\"a\": 1}\n\nplain text \n{not json\n").unwrap();
+    assert_eq!(payloads(&b), ["{\"a\": 1}", "plain text ", "{not json"]);
+}
+
+#[test]
+fn json_payloads_keep_their_text_and_keys_are_unescaped() {
+    let b = parse_str(JSON, r#"{"commits": [{"key": "k\u0031", "payload": {"x": [1, 2]}}, {"payload": "s", "inverse": 3}]}"#).unwrap();
+    assert_eq!(payloads(&b), [r#"{"x": [1, 2]}"#, r#""s""#]);
+    assert_eq!(b.commits[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(b.inverse(&b.commits[1]), b"3");
+}
+
+#[test]
+fn frames_are_length_prefixed() {
+    let mut body = Vec::new();
+    for p in [&b"\x00\x01binary"[..], b"", b"x"] {
+        body.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        body.extend_from_slice(p);
+    }
+    let b = parse(Bytes::from(body), Some(FRAMES), LIMITS, false).unwrap();
+    assert_eq!(b.commits.len(), 3);
+    assert_eq!(b.payload(&b.commits[0]), b"\x00\x01binary");
+}
+
+fn check_err(ct: &str, body: &str, expected: &str) {
+    let e = parse_str(ct, body).unwrap_err();
+    assert_eq!(e.to_string(), expected, "{body:?}");
+}
+
+#[test]
+fn bad_commits_are_named_by_index() {
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1}, {"key": "k"}]}"#,
+        "commit 1: missing \"payload\"",
+    );
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1}, 7]}"#,
+        "commit 1: not a commit object: invalid type: integer `7`, expected struct JsonCommit at line 1 column 1",
+    );
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1, "key": "much-too-long"}]}"#,
+        "commit 0: key of 13 bytes is not in 1..=8",
+    );
+    check_err(
+        NDJSON,
+        &format!("ok\n{}\n", "x".repeat(65)),
+        "commit 1: payload of 65 bytes exceeds commit_bytes_max 64",
+    );
+    check_err(
+        JSON,
+        r#"{"items": []}"#,
+        "expected {\"commits\": [...]}: unknown field `items`, expected `commits` at line 1 column 8",
+    );
+    check_err(NDJSON, "\n\n", "the request holds no commit");
+    check_err(
+        "text/plain",
+        "x",
+        "content-type \"text/plain\" is not accepted (application/x-ndjson, application/json, application/vnd.shardlog.frames)",
+    );
+}
+
+#[test]
+fn truncated_frames_fail_with_their_index() {
+    let mut body = 3u32.to_le_bytes().to_vec();
+    body.extend_from_slice(b"abc");
+    body.extend_from_slice(&10u32.to_le_bytes());
+    body.extend_from_slice(b"short");
+    let e = parse(Bytes::from(body), Some(FRAMES), LIMITS, false).unwrap_err();
+    assert_eq!(e.to_string(), "commit 1: frame of 10 bytes runs past the end of the body");
+}
+
+#[test]
+fn partial_collects_rejections() {
+    let b = parse(
+        Bytes::from_static(br#"{"commits": [{"payload": 1}, {"nope": 1}, {"payload": 2}]}"#),
+        Some(JSON),
+        LIMITS,
+        true,
+    )
+    .unwrap();
+    assert_eq!(payloads(&b), ["1", "2"]);
+    assert_eq!(b.rejected.len(), 1);
+    assert_eq!(b.rejected[0].0, 1);
+}
+
+#[test]
+fn too_many_commits_is_413() {
+    let body = "x\n".repeat(11);
+    assert!(matches!(parse_str(NDJSON, &body), Err(ApiError::TooLarge { .. })));
+}
+
+#[test]
+fn gzip_and_zstd_bodies_are_decoded_under_the_limit() {
+    use std::io::Write;
+    let plain = b"line one\nline two\n".repeat(100);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    assert_eq!(decode(Bytes::from(gz.clone()), Some("gzip"), 1 << 20).unwrap(), &plain[..]);
+    let zs = zstd::encode_all(&plain[..], 3).unwrap();
+    assert_eq!(decode(Bytes::from(zs), Some("zstd"), 1 << 20).unwrap(), &plain[..]);
+    assert!(matches!(decode(Bytes::from(gz), Some("gzip"), 100), Err(ApiError::TooLarge { .. })));
+    assert!(matches!(
+        decode(Bytes::from_static(b"xx"), Some("br"), 100),
+        Err(ApiError::UnsupportedMediaType { .. })
+    ));
+    assert!(matches!(
+        decode(Bytes::from_static(b"not gzip"), Some("gzip"), 100),
+        Err(ApiError::BadRequest { code: "bad_encoding", .. })
+    ));
+}

@@ -1,0 +1,189 @@
+//! The service's configuration: one typed struct, read from an optional TOML file
+//! (`--config`, unknown keys rejected), overridden by flags, validated once at startup and
+//! printed.
+//!
+//! Every limit has a name with its unit last. What it is not: live-reloadable.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Durability a write reaches before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// On disk (fdatasync, group commit).
+    Sync,
+    /// In the mapped segment (survives a crash of the process); flushed every
+    /// `flush_interval_ms`.
+    Async,
+}
+
+impl Durability {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+        }
+    }
+}
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of all logs.
+    pub data_dir: PathBuf,
+    /// Default durability of writes.
+    pub durability: Durability,
+    /// Create logs on first write.
+    pub auto_create: bool,
+    /// Bearer-token file (not supported yet: refused at startup).
+    pub auth: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without `auth`.
+    pub insecure: bool,
+    /// Cold archive (not supported yet: refused at startup).
+    pub archive: Option<String>,
+    /// Writer threads (0: one per core).
+    pub writers: usize,
+    /// Shards of a log created without a shard count (0: two per core).
+    pub default_shards: u32,
+    /// Jobs a writer's queue holds before requests are answered `503`.
+    pub writer_queue_depth: usize,
+    /// Jobs a writer takes from its queue at once (one group commit covers them).
+    pub writer_burst_max: usize,
+    /// Request body, after decompression.
+    pub body_bytes_max: usize,
+    /// One commit's payload.
+    pub commit_bytes_max: usize,
+    /// Commits in one request.
+    pub batch_commits_max: usize,
+    /// Key length.
+    pub key_bytes_max: usize,
+    /// Segment file size.
+    pub segment_bytes: usize,
+    /// Background flush period for `async` writes.
+    pub flush_interval_ms: u64,
+    /// Deadline of a write without `?timeout=`.
+    pub write_timeout_ms: u64,
+    /// `Retry-After` sent with `503` when writers are saturated.
+    pub retry_after_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7070".parse().expect("literal address"),
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Sync,
+            auto_create: true,
+            auth: None,
+            insecure: false,
+            archive: None,
+            writers: 0,
+            default_shards: 0,
+            writer_queue_depth: 1024,
+            writer_burst_max: 256,
+            body_bytes_max: 64 << 20,
+            commit_bytes_max: 1 << 20,
+            batch_commits_max: 100_000,
+            key_bytes_max: 1024,
+            segment_bytes: 64 << 20,
+            flush_interval_ms: 100,
+            write_timeout_ms: 10_000,
+            retry_after_s: 1,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`] (unknown keys included).
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or a combination is refused.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
+    }
+
+    /// Fills the automatic values (0 = per core) and checks every setting.
+    pub fn resolve(mut self) -> Result<Config, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.writers == 0 {
+            self.writers = cores;
+        }
+        if self.default_shards == 0 {
+            self.default_shards = (cores * 2) as u32;
+        }
+        let bad = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+        if self.auth.is_some() {
+            return bad(
+                "auth",
+                "bearer-token authentication is not available in this build".into(),
+            );
+        }
+        if self.archive.is_some() {
+            return bad("archive", "the cold archive is not available in this build".into());
+        }
+        if !self.listen.ip().is_loopback() && !self.insecure {
+            return bad(
+                "listen",
+                format!("{} is not a loopback address: pass --auth, or --insecure", self.listen),
+            );
+        }
+        if self.writers > 256 {
+            return bad("writers", format!("{} is above 256", self.writers));
+        }
+        if self.default_shards == 0 || self.default_shards > storage::SHARDS_MAX {
+            return bad("default_shards", format!("must be in 1..={}", storage::SHARDS_MAX));
+        }
+        if self.writer_queue_depth == 0 || self.writer_burst_max == 0 {
+            return bad(
+                "writer_queue_depth",
+                "queues and bursts must hold at least one job".into(),
+            );
+        }
+        if self.segment_bytes < storage::SEGMENT_BYTES_MIN {
+            return bad("segment_bytes", format!("below {}", storage::SEGMENT_BYTES_MIN));
+        }
+        if self.commit_bytes_max > self.segment_bytes / 2 {
+            return bad("commit_bytes_max", "must fit twice into a segment".into());
+        }
+        if self.key_bytes_max > u16::MAX as usize {
+            return bad("key_bytes_max", format!("above {}", u16::MAX));
+        }
+        Ok(self)
+    }
+}

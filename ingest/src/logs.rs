@@ -1,0 +1,298 @@
+//! The registry of logs: names, settings, the open `storage::Log`s, and where each commit of a
+//! request goes (its shard, and so its writer).
+//!
+//! Layout: `{data_dir}/logs/{name}/` is one `storage::Log`. A log's shard count is fixed at
+//! creation; retention can change. Routing: a keyed commit goes to shard
+//! `fnv1a64(key) % shards` (FNV-1a, 64-bit, offset basis 0xcbf29ce484222325, prime
+//! 0x100000001b3 — stable forever: it decides where data lives); the unkeyed commits of a
+//! request go together to one shard, round-robin over the shards owned by the writer of the
+//! core the request runs on, so the common path needs no cross-core handoff.
+//!
+//! What it is not: the writers (`writers`) or HTTP (`api`).
+
+use crate::body::Batch;
+use crate::writers::{Job, Writers};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use storage::{Log, LogOptions, Retention};
+
+/// Longest log name.
+pub const LOG_NAME_BYTES_MAX: usize = 128;
+
+/// Whether `name` is a valid log name: `[a-z0-9][a-z0-9._-]{0,127}`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= LOG_NAME_BYTES_MAX
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+/// The shard of a key: `fnv1a64(key) % shards`.
+pub fn shard_of_key(key: &[u8], shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards as u64) as u32
+}
+
+/// An open log.
+#[derive(Debug)]
+pub struct LogEntry {
+    /// Process-local id (writers key their shards by it).
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// The storage.
+    pub log: Log,
+    rr: AtomicUsize,
+}
+
+impl LogEntry {
+    /// Shard count.
+    pub fn shards(&self) -> u32 {
+        self.log.shards().len() as u32
+    }
+
+    /// Splits a batch by shard: `(shard, indices of its commits in request order)`, ordered by
+    /// shard. `cpu` is the core the request runs on.
+    pub fn plan(&self, batch: &Batch, writers: usize, cpu: usize) -> BTreeMap<u32, Vec<u32>> {
+        let shards = self.shards();
+        let mut parts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut unkeyed_shard = None;
+        for (i, c) in batch.commits.iter().enumerate() {
+            let shard = match &c.key {
+                Some(k) => shard_of_key(k, shards),
+                None => *unkeyed_shard.get_or_insert_with(|| self.local_shard(writers, cpu)),
+            };
+            parts.entry(shard).or_default().push(i as u32);
+        }
+        parts
+    }
+
+    /// Round-robin over the shards the writer of `cpu` owns (all shards if it owns none).
+    fn local_shard(&self, writers: usize, cpu: usize) -> u32 {
+        let shards = self.shards() as usize;
+        let w = cpu % writers;
+        let owned = if w < shards { (shards - w).div_ceil(writers) } else { 0 };
+        let n = self.rr.fetch_add(1, Ordering::Relaxed);
+        if owned == 0 {
+            return (n % shards) as u32;
+        }
+        (w + (n % owned) * writers) as u32
+    }
+}
+
+/// Settings a log is created or updated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Shard count.
+    pub shards: u32,
+    /// Retention.
+    pub retention: Retention,
+}
+
+/// What `create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new log.
+    New,
+    /// It existed with the same shard count (retention updated if given).
+    Existing,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The log exists with another shard count.
+    #[error("log exists with {shards} shards")]
+    ShardMismatch {
+        /// Its shard count.
+        shards: u32,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+}
+
+/// All logs of a data directory.
+#[derive(Debug)]
+pub struct Registry {
+    dir: PathBuf,
+    logs: RwLock<HashMap<String, Arc<LogEntry>>>,
+    next_id: AtomicU64,
+    opts: LogOptions,
+    /// Serialises creation and deletion (never on the write path of existing logs).
+    admin: std::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// A registry over `{data_dir}/logs` with these storage options (shards and retention are
+    /// per log).
+    pub fn new(data_dir: &std::path::Path, opts: LogOptions) -> std::io::Result<Registry> {
+        let dir = data_dir.join("logs");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Registry {
+            dir,
+            logs: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            opts,
+            admin: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Opens every log found on disk (recovery), handing the writers to `writers`. Blocking.
+    pub fn open_existing(&self, writers: &Writers) -> Result<usize, RegistryError> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map_err(|e| storage::StorageError::Io {
+                op: "list logs",
+                path: self.dir.clone(),
+                source: e,
+            })?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| valid_name(n))
+            .collect();
+        names.sort();
+        let mut n = 0;
+        for name in names {
+            let Some(meta) = Log::stored_meta(self.dir.join(&name))? else { continue };
+            let retention = Retention {
+                max_age_ms: (meta.max_age_ms > 0).then_some(meta.max_age_ms),
+                max_bytes: (meta.max_bytes > 0).then_some(meta.max_bytes),
+            };
+            self.open_log(&name, LogSettings { shards: meta.shards, retention }, writers)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The log named `name`, if open.
+    pub fn get(&self, name: &str) -> Option<Arc<LogEntry>> {
+        self.logs.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// All open logs, by name.
+    pub fn list(&self) -> Vec<Arc<LogEntry>> {
+        let mut v: Vec<_> =
+            self.logs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates `name` with `settings`, or checks an existing one (updating its retention when
+    /// `retention` is given). Blocking (creates files).
+    pub fn create(
+        &self,
+        name: &str,
+        settings: LogSettings,
+        update_retention: bool,
+        writers: &Writers,
+    ) -> Result<(Arc<LogEntry>, Created), RegistryError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.get(name) {
+            if e.shards() != settings.shards {
+                return Err(RegistryError::ShardMismatch { shards: e.shards() });
+            }
+            if update_retention {
+                e.log.set_retention(settings.retention)?;
+            }
+            return Ok((e, Created::Existing));
+        }
+        Ok((self.open_log(name, settings, writers)?, Created::New))
+    }
+
+    fn open_log(
+        &self,
+        name: &str,
+        settings: LogSettings,
+        writers: &Writers,
+    ) -> Result<Arc<LogEntry>, RegistryError> {
+        let opts = LogOptions {
+            shards: settings.shards,
+            retention: settings.retention,
+            ..self.opts.clone()
+        };
+        let (log, shard_writers) = Log::open(self.dir.join(name), opts)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for (i, w) in shard_writers.into_iter().enumerate() {
+            writers.adopt(id, i as u32, w);
+        }
+        let entry = Arc::new(LogEntry {
+            id,
+            name: name.to_owned(),
+            log,
+            rr: AtomicUsize::new(fastrand::usize(..)),
+        });
+        self.logs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// Deletes `name`: stops its writers (after their queued work), closes it, removes its
+    /// files. Blocking. `false` if it did not exist.
+    pub fn delete(&self, name: &str, writers: &Writers) -> Result<bool, RegistryError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = self.logs.write().unwrap_or_else(|p| p.into_inner()).remove(name) else {
+            return Ok(false);
+        };
+        writers.release(entry.id);
+        // Readers still holding the entry keep its mappings alive; the files go now (unlinking a
+        // mapped file is safe: the pages stay until the last mapping goes).
+        let dir = entry.log.dir().to_owned();
+        drop(entry);
+        std::fs::remove_dir_all(&dir).map_err(|e| storage::StorageError::Io {
+            op: "delete log",
+            path: dir.clone(),
+            source: e,
+        })?;
+        Ok(true)
+    }
+
+    /// Closes every log (after the writers stopped): final flush and checkpoint.
+    pub fn close_all(&self) {
+        self.logs.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl Writers {
+    /// Hands shard `shard` of log `log` to the writer that owns it. Blocking until queued.
+    pub fn adopt(&self, log: u64, shard: u32, writer: storage::ShardWriter) {
+        self.send_blocking(self.owner(shard), Job::Adopt { log, shard, writer });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Routing is part of the data layout: pin it.
+    use super::*;
+
+    #[test]
+    fn key_routing_is_stable() {
+        assert_eq!(shard_of_key(b"", 8), (0xcbf2_9ce4_8422_2325u64 % 8) as u32);
+        assert_eq!(shard_of_key(b"user-1", 16), shard_of_key(b"user-1", 16));
+        let spread: std::collections::HashSet<u32> =
+            (0..1000).map(|i| shard_of_key(format!("k{i}").as_bytes(), 8)).collect();
+        assert_eq!(spread.len(), 8);
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "0", "orders.v2", "a_b-c", &"x".repeat(128)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", ".a", "a/b", "a b", &"x".repeat(129), "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Starting and stopping the service: state, recovery, listening, graceful shutdown.
+//!
+//! Start: writers first, then the listener (so `/healthz` answers at once), then recovery of
+//! every log on the blocking pool; `/readyz` and writes wait for it. Stop (SIGTERM/SIGINT): stop
+//! accepting, let in-flight requests finish, stop the writers after their queued work (each
+//! syncs all its shards), close every log (final flush and checkpoint), exit 0.
+
+use crate::api::{AppState, app};
+use crate::config::Config;
+use crate::logs::Registry;
+use crate::writers::Writers;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use storage::LogOptions;
+
+/// Builds the state for `config` (already resolved). Logs are not opened yet.
+pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let writers =
+        Writers::start(config.writers, config.writer_queue_depth, config.writer_burst_max)?;
+    let opts = LogOptions {
+        segment_bytes: config.segment_bytes,
+        flush_interval_ms: config.flush_interval_ms,
+        ..LogOptions::default()
+    };
+    let registry = Registry::new(&config.data_dir, opts)?;
+    Ok(Arc::new(AppState { config, registry, writers, ready: AtomicBool::new(false) }))
+}
+
+/// Opens every log on disk and marks the service ready. Blocking.
+pub fn recover(state: &AppState) -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let n = state.registry.open_existing(&state.writers)?;
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(
+        logs = n,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "recovery finished, ready"
+    );
+    Ok(())
+}
+
+/// Stops the writers and closes every log. Blocking.
+pub fn stop(state: &AppState) {
+    state.ready.store(false, Ordering::Release);
+    state.writers.shutdown();
+    state.registry.close_all();
+}
+
+/// Serves until `shutdown` resolves, then stops gracefully.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let state = state(config)?;
+    let st = Arc::clone(&state);
+    let recovery = tokio::task::spawn_blocking(move || recover(&st));
+    let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(shutdown);
+    server.await?;
+    tracing::info!("stopping: draining writers, flushing shards");
+    recovery.await??;
+    let st = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || stop(&st)).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

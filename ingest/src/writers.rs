@@ -1,0 +1,239 @@
+//! Per-core writer threads: the only code that appends to shards.
+//!
+//! One thread per writer, pinned to a core when possible, owning shard `s` of every log with
+//! `s % writers == w`. HTTP handlers hand work over through a bounded queue (`tokio::mpsc`:
+//! lock-free, and its permits let a request reserve room in every queue it needs before sending
+//! anything, so a request is either fully queued or answered `503`). A writer takes a burst of
+//! up to `writer_burst_max` jobs, appends each, then syncs each shard that a `sync` job touched
+//! once for the whole burst (group commit), and only then answers.
+//!
+//! What it is not: a parser or a router; jobs arrive ready to append.
+
+use crate::api::error::ApiError;
+use crate::body::Batch;
+use idgen::IdRange;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use storage::{NewRecord, ShardWriter};
+use tokio::sync::{mpsc, oneshot};
+
+/// Work for a writer.
+#[derive(Debug)]
+pub enum Job {
+    /// Append some commits of a request to one shard.
+    Append(Append),
+    /// Take ownership of a shard's writer.
+    Adopt {
+        /// Log id.
+        log: u64,
+        /// Shard.
+        shard: u32,
+        /// Its writer.
+        writer: ShardWriter,
+    },
+    /// Sync and drop every shard of a log (it is being deleted).
+    Release {
+        /// Log id.
+        log: u64,
+        /// Answered when done.
+        done: std::sync::mpsc::Sender<()>,
+    },
+    /// Finish the queued work, sync every shard and stop.
+    Stop,
+}
+
+/// Commits of one request for one shard.
+#[derive(Debug)]
+pub struct Append {
+    /// Log id.
+    pub log: u64,
+    /// Shard.
+    pub shard: u32,
+    /// The parsed request (shared by its parts).
+    pub batch: Arc<Batch>,
+    /// Which of its commits, in order.
+    pub commits: Vec<u32>,
+    /// Answer only once on disk.
+    pub sync: bool,
+    /// The IDs assigned, or why not.
+    pub reply: oneshot::Sender<Result<IdRange, ApiError>>,
+}
+
+/// The writer threads and their queues.
+#[derive(Debug)]
+pub struct Writers {
+    queues: Vec<mpsc::Sender<Job>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Writers {
+    /// Starts `n` writers with queues of `depth` jobs, draining up to `burst_max` at once.
+    pub fn start(n: usize, depth: usize, burst_max: usize) -> std::io::Result<Writers> {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let mut queues = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for w in 0..n {
+            let (tx, rx) = mpsc::channel(depth);
+            queues.push(tx);
+            let core = (n <= cores).then_some(w);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("shardlog-writer-{w}"))
+                    .spawn(move || run(rx, burst_max, core))?,
+            );
+        }
+        Ok(Writers { queues, threads: Mutex::new(threads) })
+    }
+
+    /// Number of writers.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether there are no writers (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// The writer owning `shard` (of any log).
+    pub fn owner(&self, shard: u32) -> usize {
+        shard as usize % self.queues.len()
+    }
+
+    /// Jobs waiting in writer `w`'s queue.
+    pub fn queue_depth(&self, w: usize) -> usize {
+        let q = &self.queues[w];
+        q.max_capacity() - q.capacity()
+    }
+
+    /// Reserves one slot in the queue of each writer in `owners` (with repeats), or none:
+    /// `None` when any queue is full or closed.
+    pub fn try_reserve(&self, owners: &[usize]) -> Option<Vec<mpsc::Permit<'_, Job>>> {
+        owners.iter().map(|&w| self.queues[w].try_reserve().ok()).collect()
+    }
+
+    pub(crate) fn send_blocking(&self, w: usize, job: Job) {
+        // A closed queue means the writer stopped (shutdown): nothing left to hand over to.
+        let _ = self.queues[w].blocking_send(job);
+    }
+
+    /// Syncs and drops every shard of `log`, waiting until done. Blocking.
+    pub fn release(&self, log: u64) {
+        let mut waits = Vec::new();
+        for w in 0..self.queues.len() {
+            let (done, wait) = std::sync::mpsc::channel();
+            self.send_blocking(w, Job::Release { log, done });
+            waits.push(wait);
+        }
+        for wait in waits {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Stops every writer after the work queued before this call, syncing all shards; later
+    /// requests find the queues closed. Blocking.
+    pub fn shutdown(&self) {
+        for w in 0..self.queues.len() {
+            self.send_blocking(w, Job::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A writer thread's loop; ends when every sender of its queue is gone.
+fn run(mut rx: mpsc::Receiver<Job>, burst_max: usize, core: Option<usize>) {
+    if let Some(c) = core {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(c);
+        // Best effort: a container may forbid it; the writer works the same unpinned.
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+    let mut shards: HashMap<(u64, u32), ShardWriter> = HashMap::new();
+    let mut jobs = Vec::with_capacity(burst_max);
+    let mut answers: Vec<(Append, Result<IdRange, ApiError>)> = Vec::with_capacity(burst_max);
+    let mut to_sync: HashSet<(u64, u32)> = HashSet::new();
+    let mut stop = false;
+    while !stop {
+        match rx.blocking_recv() {
+            Some(job) => jobs.push(job),
+            None => break,
+        }
+        while jobs.len() < burst_max {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append(a) => {
+                    let result = append(&mut shards, &a);
+                    if result.is_ok() && a.sync {
+                        to_sync.insert((a.log, a.shard));
+                    }
+                    answers.push((a, result));
+                }
+                Job::Adopt { log, shard, writer } => {
+                    shards.insert((log, shard), writer);
+                }
+                Job::Release { log, done } => {
+                    let keys: Vec<_> = shards.keys().filter(|k| k.0 == log).copied().collect();
+                    for k in keys {
+                        if let Some(mut w) = shards.remove(&k) {
+                            let _ = w.sync();
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Job::Stop => stop = true,
+            }
+        }
+        // Group commit: one sync per shard for every sync job of the burst.
+        let mut failed: HashMap<(u64, u32), String> = HashMap::new();
+        for key in to_sync.drain() {
+            if let Some(w) = shards.get_mut(&key)
+                && let Err(e) = w.sync()
+            {
+                tracing::error!(log = key.0, shard = key.1, error = %e, "sync failed");
+                failed.insert(key, e.to_string());
+            }
+        }
+        for (a, result) in answers.drain(..) {
+            let result = match (result, failed.get(&(a.log, a.shard))) {
+                (Ok(_), Some(e)) if a.sync => Err(ApiError::Internal(format!("sync failed: {e}"))),
+                (r, _) => r,
+            };
+            let _ = a.reply.send(result);
+        }
+    }
+    rx.close();
+    for (key, mut w) in shards {
+        if let Err(e) = w.sync() {
+            tracing::error!(log = key.0, shard = key.1, error = %e, "final sync failed");
+        }
+    }
+}
+
+fn append(shards: &mut HashMap<(u64, u32), ShardWriter>, a: &Append) -> Result<IdRange, ApiError> {
+    let w = shards.get_mut(&(a.log, a.shard)).ok_or_else(|| {
+        ApiError::Internal(format!("shard {} of log {} has no writer", a.shard, a.log))
+    })?;
+    let b = &a.batch;
+    let records: Vec<NewRecord<'_>> = a
+        .commits
+        .iter()
+        .map(|&i| {
+            let c = &b.commits[i as usize];
+            NewRecord {
+                key: c.key.as_deref().unwrap_or(&[]),
+                payload: b.payload(c),
+                inverse: b.inverse(c),
+                ..NewRecord::payload(&[])
+            }
+        })
+        .collect();
+    Ok(w.append(&records)?)
+}

@@ -1,0 +1,1 @@
+//! ingest integration tests (filled below).
