@@ -57,6 +57,9 @@ pub struct Config {
     pub writer_burst_max: usize,
     /// Request body, after decompression.
     pub body_bytes_max: usize,
+    /// Bytes of ingest bodies held at once across all requests; beyond it requests are
+    /// answered `503` before their body is read, so memory stays bounded under any load.
+    pub inflight_body_bytes_max: usize,
     /// One commit's payload.
     pub commit_bytes_max: usize,
     /// Commits in one request.
@@ -88,6 +91,7 @@ impl Default for Config {
             writer_queue_depth: 1024,
             writer_burst_max: 256,
             body_bytes_max: 64 << 20,
+            inflight_body_bytes_max: 1 << 30,
             commit_bytes_max: 1 << 20,
             batch_commits_max: 100_000,
             key_bytes_max: 1024,
@@ -180,6 +184,12 @@ impl Config {
         }
         if self.commit_bytes_max > self.segment_bytes / 2 {
             return bad("commit_bytes_max", "must fit twice into a segment".into());
+        }
+        if self.inflight_body_bytes_max < self.body_bytes_max {
+            return bad(
+                "inflight_body_bytes_max",
+                "must hold at least one body of body_bytes_max".into(),
+            );
         }
         if self.key_bytes_max > u16::MAX as usize {
             return bad("key_bytes_max", format!("above {}", u16::MAX));

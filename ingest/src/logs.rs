@@ -221,7 +221,10 @@ impl Registry {
             retention: settings.retention,
             ..self.opts.clone()
         };
-        let (log, shard_writers) = Log::open(self.dir.join(name), opts)?;
+        let (log, shard_writers, report) = Log::open_with_report(self.dir.join(name), opts)?;
+        for (segment, offset, reason) in &report.torn_tails {
+            tracing::warn!(log = name, segment = %segment.display(), offset, reason, "recovery cut a torn tail");
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         for (i, w) in shard_writers.into_iter().enumerate() {
             writers.adopt(id, i as u32, w);

@@ -24,7 +24,9 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         ..LogOptions::default()
     };
     let registry = Registry::new(&config.data_dir, opts)?;
-    Ok(Arc::new(AppState { config, registry, writers, ready: AtomicBool::new(false) }))
+    let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+    let body_budget = tokio::sync::Semaphore::new(kib);
+    Ok(Arc::new(AppState { config, registry, writers, ready: AtomicBool::new(false), body_budget }))
 }
 
 /// Opens every log on disk and marks the service ready. Blocking.

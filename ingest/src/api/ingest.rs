@@ -68,6 +68,17 @@ pub(super) async fn post_commits(
     let partial = q.partial.unwrap_or(false);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
 
+    // Hold budget for the whole body before reading it (the declared length, else the limit).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(st.config.body_bytes_max)
+        .min(st.config.body_bytes_max);
+    let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let _budget = st
+        .body_budget
+        .try_acquire_many(kib)
+        .map_err(|_| ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
     let batch = read_and_parse(&st, &headers, body, partial).await?;
     let entry = log_for_write(&st, &log).await?;
     let batch = Arc::new(batch);

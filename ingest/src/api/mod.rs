@@ -29,6 +29,8 @@ pub struct AppState {
     pub writers: Writers,
     /// Recovery finished and writes are accepted.
     pub ready: AtomicBool,
+    /// Budget of ingest body bytes in flight, in KiB (`inflight_body_bytes_max`).
+    pub body_budget: tokio::sync::Semaphore,
 }
 
 impl AppState {
