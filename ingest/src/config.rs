@@ -74,6 +74,12 @@ pub struct Config {
     pub write_timeout_ms: u64,
     /// `Retry-After` sent with `503` when writers are saturated.
     pub retry_after_s: u64,
+    /// How long the first response to an `Idempotency-Key` is kept.
+    pub idempotency_ttl_ms: u64,
+    /// Most idempotency keys kept (oldest evicted early beyond it).
+    pub idempotency_keys_max: usize,
+    /// Most bytes of kept responses (oldest evicted early beyond it).
+    pub idempotency_bytes_max: usize,
 }
 
 impl Default for Config {
@@ -99,6 +105,9 @@ impl Default for Config {
             flush_interval_ms: 100,
             write_timeout_ms: 10_000,
             retry_after_s: 1,
+            idempotency_ttl_ms: 600_000,
+            idempotency_keys_max: 100_000,
+            idempotency_bytes_max: 256 << 20,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod body;
 pub mod config;
+pub mod idempotency;
 pub mod logs;
 pub mod server;
 pub mod writers;

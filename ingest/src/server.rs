@@ -26,7 +26,21 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
     let registry = Registry::new(&config.data_dir, opts)?;
     let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
     let body_budget = tokio::sync::Semaphore::new(kib);
-    Ok(Arc::new(AppState { config, registry, writers, ready: AtomicBool::new(false), body_budget }))
+    let idempotency = crate::idempotency::Idempotency::open(
+        &config.data_dir,
+        config.idempotency_ttl_ms,
+        config.idempotency_keys_max,
+        config.idempotency_bytes_max,
+        idgen::Clock::now_ms(&idgen::SystemClock),
+    )?;
+    Ok(Arc::new(AppState {
+        config,
+        registry,
+        writers,
+        ready: AtomicBool::new(false),
+        body_budget,
+        idempotency,
+    }))
 }
 
 /// Opens every log on disk and marks the service ready. Blocking.

@@ -8,6 +8,7 @@ use super::{AppState, blocking, check_name, parse_duration_ms};
 use crate::api::error::ApiError;
 use crate::body::{self, Batch, Limits};
 use crate::config::Durability;
+use crate::idempotency::{Claim, check_key};
 use crate::logs::{LogEntry, LogSettings};
 use crate::writers::{Append, Job};
 use axum::Json;
@@ -79,29 +80,113 @@ pub(super) async fn post_commits(
         .body_budget
         .try_acquire_many(kib)
         .map_err(|_| ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_idempotency_key", "not visible ASCII")
+            })?;
+            check_key(k).map_err(|m| ApiError::bad_request("invalid_idempotency_key", m))?;
+            Some(k.to_owned())
+        }
+    };
     let batch = read_and_parse(&st, &headers, body, partial).await?;
     let entry = log_for_write(&st, &log).await?;
-    let batch = Arc::new(batch);
-    let ids = tokio::time::timeout_at(deadline, write(&st, &entry, &batch, durability))
-        .await
-        .map_err(|_| ApiError::Deadline { timeout_ms })??;
-
-    let mut out = serde_json::Map::new();
-    let texts: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    out.insert("count".into(), json!(ids.len()));
-    if partial {
-        out.insert("accepted".into(), json!(texts));
-        let rejected: Vec<Value> =
-            batch.rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
-        out.insert("rejected".into(), Value::Array(rejected));
-    } else if q.ids.unwrap_or(true) {
-        out.insert("ids".into(), json!(texts));
+    let run = Run {
+        st: Arc::clone(&st),
+        entry,
+        batch: Arc::new(batch),
+        durability,
+        partial,
+        ids: q.ids.unwrap_or(true),
+    };
+    let deadline_hit = |_| ApiError::Deadline { timeout_ms };
+    let Some(key) = key else {
+        return tokio::time::timeout_at(deadline, run.execute())
+            .await
+            .map_err(deadline_hit)?
+            .map(Json);
+    };
+    loop {
+        match st.idempotency.claim(&log, &key, now_ms()) {
+            Claim::Replay(v) => return Ok(Json(v)),
+            Claim::Wait(mut rx) => {
+                // Released when the first request finishes or fails; then claim again.
+                let _ =
+                    tokio::time::timeout_at(deadline, rx.changed()).await.map_err(deadline_hit)?;
+            }
+            Claim::New(done) => {
+                // The write runs to its end even if this request times out, and records its
+                // answer, so a retry with the same key gets it instead of writing again.
+                let task = tokio::spawn(async move {
+                    let (log, key) = (run.entry.name.clone(), key);
+                    let st = Arc::clone(&run.st);
+                    let sync = run.durability == Durability::Sync;
+                    match run.execute().await {
+                        Ok(v) => {
+                            let v2 = v.clone();
+                            blocking(move || {
+                                st.idempotency
+                                    .complete(&log, &key, &v2, sync, now_ms(), done)
+                                    .map_err(|e| {
+                                        ApiError::Internal(format!(
+                                            "recording the idempotency key: {e}"
+                                        ))
+                                    })
+                            })
+                            .await?;
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            st.idempotency.abandon(&log, &key, done);
+                            Err(e)
+                        }
+                    }
+                });
+                let joined = tokio::time::timeout_at(deadline, task).await.map_err(deadline_hit)?;
+                return joined
+                    .map_err(|e| ApiError::Internal(format!("write task failed: {e}")))?
+                    .map(Json);
+            }
+        }
     }
-    out.insert("first_id".into(), json!(texts.first()));
-    out.insert("last_id".into(), json!(texts.last()));
-    out.insert("durability".into(), json!(durability.as_str()));
-    out.insert("duplicate".into(), json!(false));
-    Ok(Json(Value::Object(out)))
+}
+
+fn now_ms() -> u64 {
+    idgen::Clock::now_ms(&idgen::SystemClock)
+}
+
+/// One validated write, ready to run.
+struct Run {
+    st: Arc<AppState>,
+    entry: Arc<LogEntry>,
+    batch: Arc<Batch>,
+    durability: Durability,
+    partial: bool,
+    ids: bool,
+}
+
+impl Run {
+    /// Writes and builds the response body.
+    async fn execute(self) -> Result<Value, ApiError> {
+        let ids = write(&self.st, &self.entry, &self.batch, self.durability).await?;
+        let mut out = serde_json::Map::new();
+        let texts: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        out.insert("count".into(), json!(ids.len()));
+        if self.partial {
+            out.insert("accepted".into(), json!(texts));
+            let rejected: Vec<Value> =
+                self.batch.rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
+            out.insert("rejected".into(), Value::Array(rejected));
+        } else if self.ids {
+            out.insert("ids".into(), json!(texts));
+        }
+        out.insert("first_id".into(), json!(texts.first()));
+        out.insert("last_id".into(), json!(texts.last()));
+        out.insert("durability".into(), json!(self.durability.as_str()));
+        out.insert("duplicate".into(), json!(false));
+        Ok(Value::Object(out))
+    }
 }
 
 async fn read_and_parse(

@@ -31,6 +31,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Budget of ingest body bytes in flight, in KiB (`inflight_body_bytes_max`).
     pub body_budget: tokio::sync::Semaphore,
+    /// First responses of requests with an `Idempotency-Key`.
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl AppState {

@@ -289,3 +289,72 @@ async fn keyed_commits_keep_their_shard_and_order() {
         }
     }
 }
+
+async fn post_with_key(t: &TestApp, uri: &str, key: &str, body: &str) -> (S, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/x-ndjson")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let (s, _, v) = t.send(req).await;
+    (s, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_repeat_returns_the_first_response_and_writes_nothing() {
+    let t = TestApp::new(|_| {});
+    let (s, first) = post_with_key(&t, "/v1/logs/i/commits", "req-1", "a\nb\n").await;
+    assert_eq!((s, first["duplicate"].as_bool()), (S::OK, Some(false)));
+    let (s, again) = post_with_key(&t, "/v1/logs/i/commits", "req-1", "a\nb\n").await;
+    assert_eq!(s, S::OK);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["ids"], first["ids"]);
+    assert_eq!(t.state.registry.get("i").unwrap().log.stats().commits, 2);
+    let (s, v) = post_with_key(&t, "/v1/logs/i/commits", "bad key", "a\n").await;
+    assert_eq!((s, code(&v)), (S::BAD_REQUEST, "invalid_idempotency_key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_write_once() {
+    let t = std::sync::Arc::new(TestApp::new(|_| {}));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let t = std::sync::Arc::clone(&t);
+            tokio::spawn(async move {
+                post_with_key(&t, "/v1/logs/c/commits", "same", "x\ny\nz\n").await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut firsts = 0;
+    for task in tasks {
+        let (s, v) = task.await.unwrap();
+        assert_eq!(s, S::OK, "{v}");
+        firsts += usize::from(v["duplicate"] == false);
+        ids.push(v["ids"].clone());
+    }
+    assert_eq!(firsts, 1, "exactly one request wrote");
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "everyone got the same IDs");
+    assert_eq!(t.state.registry.get("c").unwrap().log.stats().commits, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_write_retried_with_its_key_never_duplicates() {
+    let t = TestApp::new(|_| {});
+    let (s, v) = post_with_key(&t, "/v1/logs/d/commits?timeout=0ms", "slow", "p\nq\n").await;
+    assert_eq!((s, code(&v)), (S::GATEWAY_TIMEOUT, "deadline_exceeded"));
+    let mut retried = None;
+    for _ in 0..100 {
+        let (s, v) = post_with_key(&t, "/v1/logs/d/commits", "slow", "p\nq\n").await;
+        assert_eq!(s, S::OK, "{v}");
+        retried = Some(v);
+        if retried.as_ref().unwrap()["duplicate"] == true {
+            break;
+        }
+    }
+    let v = retried.unwrap();
+    assert_eq!(v["count"], 2);
+    assert_eq!(t.state.registry.get("d").unwrap().log.stats().commits, 2, "written once: {v}");
+}

@@ -273,3 +273,35 @@ fn overload_is_answered_503_with_retry_after_and_memory_stays_bounded() {
     // counted: a few tens of MiB. Unbounded buffering of 24 clients would pass this quickly.
     assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
 }
+
+#[test]
+fn idempotency_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let server = Server::start(dir.path(), &[]);
+        let (s, v) = request_with_key(&server.addr, "k-restart", b"one\ntwo\n");
+        assert_eq!(s, 200);
+        server.signal("-KILL");
+        v
+    };
+    let server = Server::start(dir.path(), &[]);
+    let (s, again) = request_with_key(&server.addr, "k-restart", b"one\ntwo\n");
+    assert_eq!(s, 200);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["ids"], first["ids"]);
+    assert_eq!(all_commits(&server.addr, "r", 4).len(), 2);
+}
+
+fn request_with_key(addr: &str, key: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/logs/r/commits HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-ndjson\r\nidempotency-key: {key}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap())
+}
