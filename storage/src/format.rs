@@ -42,9 +42,10 @@ pub mod flags {
     pub const SEAL: u16 = 1 << 1;
     /// A transactional write that did not match: `aux` holds the expected revision.
     pub const CONFLICT: u16 = 1 << 2;
-    /// Part of a cross-shard transaction: `aux` holds its id (reserved for the service).
+    /// Part of a cross-shard transaction: `aux` holds its id; visible only once the
+    /// transaction committed (see `txn`).
     pub const TXN_PART: u16 = 1 << 3;
-    /// Commits the transaction named in `aux` (reserved for the service).
+    /// Reserved (version 1 never writes it).
     pub const TXN_COMMIT: u16 = 1 << 4;
     /// Reverts the commit whose ULID is in the payload (reserved for the service).
     pub const REVERTS: u16 = 1 << 5;
@@ -487,6 +488,117 @@ pub fn decode_checkpoint(b: &[u8], shards: usize) -> Result<Checkpoint, FormatEr
         })
         .collect();
     Ok(Checkpoint { generation: get_u64(b, 16), shards: entries })
+}
+
+/// Magic bytes opening a log's transaction journal.
+pub const TXN_JOURNAL_MAGIC: [u8; 8] = *b"SHLGTXNJ";
+/// Size of the journal's header: magic, version, 6 reserved bytes.
+pub const TXN_JOURNAL_HEADER_LEN: usize = 16;
+
+/// One record of the transaction journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnRecord {
+    /// A transaction of `parts` shard parts is about to be written.
+    Begin {
+        /// Its id.
+        id: u64,
+        /// How many parts (shards) it has.
+        parts: u16,
+    },
+    /// Every part was appended: (shard, first ULID, commits) of each.
+    Commit {
+        /// Its id.
+        id: u64,
+        /// The parts.
+        parts: Vec<(u32, u128, u32)>,
+    },
+    /// The transaction is aborted: its parts are never visible.
+    Abort {
+        /// Its id.
+        id: u64,
+    },
+}
+
+/// The journal file's header.
+pub fn encode_txn_journal_header() -> [u8; TXN_JOURNAL_HEADER_LEN] {
+    let mut b = [0u8; TXN_JOURNAL_HEADER_LEN];
+    b[0..8].copy_from_slice(&TXN_JOURNAL_MAGIC);
+    put_u16(&mut b, 8, FORMAT_VERSION);
+    b
+}
+
+/// Checks the journal file's header.
+pub fn decode_txn_journal_header(b: &[u8]) -> Result<(), FormatError> {
+    if b.len() < TXN_JOURNAL_HEADER_LEN {
+        return Err(FormatError::BadLength { len: b.len() as u32, available: b.len() });
+    }
+    check_magic_version(b, TXN_JOURNAL_MAGIC)
+}
+
+/// Encodes a journal record: `u32` body length, `u32` CRC32C of the body, body = `u8` kind
+/// (1 begin, 2 commit, 3 abort), `u64` id, then for begin `u16` parts, for commit `u16` count
+/// and per part `u32` shard, `u128` first ULID, `u32` commits.
+pub fn encode_txn_record(r: &TxnRecord) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32);
+    match r {
+        TxnRecord::Begin { id, parts } => {
+            body.push(1);
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&parts.to_le_bytes());
+        }
+        TxnRecord::Commit { id, parts } => {
+            body.push(2);
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+            for (shard, first, n) in parts {
+                body.extend_from_slice(&shard.to_le_bytes());
+                body.extend_from_slice(&first.to_le_bytes());
+                body.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        TxnRecord::Abort { id } => {
+            body.push(3);
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the journal record at the start of `b`: the record and its length. `None` at the
+/// end or at a torn or damaged record (the journal is cut there).
+pub fn decode_txn_record(b: &[u8]) -> Option<(TxnRecord, usize)> {
+    let len = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
+    let body = b.get(8..8usize.checked_add(len)?)?;
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let id = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
+    let rec = match body.first()? {
+        1 if body.len() == 11 => TxnRecord::Begin { id, parts: get_u16(body, 9) },
+        2 => {
+            let n = u16::from_le_bytes(body.get(9..11)?.try_into().ok()?) as usize;
+            if body.len() != 11 + n * 24 {
+                return None;
+            }
+            let parts = (0..n)
+                .map(|i| {
+                    let at = 11 + i * 24;
+                    let first =
+                        u128::from_le_bytes(body[at + 4..at + 20].try_into().expect("16 bytes"));
+                    (get_u32(body, at), first, get_u32(body, at + 20))
+                })
+                .collect();
+            TxnRecord::Commit { id, parts }
+        }
+        3 if body.len() == 9 => TxnRecord::Abort { id },
+        _ => return None,
+    };
+    Some((rec, 8 + len))
 }
 
 fn check_magic_version(b: &[u8], magic: [u8; 8]) -> Result<(), FormatError> {

@@ -20,6 +20,7 @@ pub mod publish;
 pub mod recovery;
 mod segment;
 mod shard;
+pub mod txn;
 mod writer;
 
 pub use error::{FormatError, Result, StorageError};
@@ -28,4 +29,5 @@ pub use log::{
     Log, LogOptions, LogStats, RecoveryReport, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX,
 };
 pub use shard::{Cursor, Record, Shard, ShardStats, Start};
+pub use txn::{Txns, Visibility};
 pub use writer::ShardWriter;

@@ -19,6 +19,7 @@ use crate::format::{self, HEADER_LEN, LogMeta};
 use crate::maintenance::{self, Msg};
 use crate::segment::{self, Segment};
 use crate::shard::{Shard, ShardStats};
+use crate::txn::Txns;
 use crate::writer::{ShardWriter, WriterConfig};
 use crossbeam_channel::Sender;
 use idgen::{Clock, SystemClock};
@@ -128,6 +129,7 @@ pub(crate) struct LogInner {
     background_errors: AtomicU64,
     last_background_error: Mutex<Option<String>>,
     checkpoint: Mutex<CheckpointFile>,
+    pub(crate) txns: Arc<Txns>,
     _lock: File,
 }
 
@@ -151,6 +153,8 @@ pub struct LogStats {
 pub struct RecoveryReport {
     /// Torn tails cut: (segment, offset, reason).
     pub torn_tails: Vec<(PathBuf, u64, String)>,
+    /// Cross-shard transactions aborted because a crash left them undecided or a part missing.
+    pub aborted_txns: Vec<u64>,
 }
 
 impl Log {
@@ -172,6 +176,7 @@ impl Log {
         let lock = lock_dir(&dir)?;
         let meta = load_or_create_meta(&dir, &opts)?;
         let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
+        let txns = Arc::new(Txns::load(&dir)?);
         let recycle_dir = dir.join("recycle");
         std::fs::create_dir_all(&recycle_dir)
             .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
@@ -201,7 +206,7 @@ impl Log {
         let mut writers = Vec::new();
         for i in 0..meta.shards {
             let entry = current.as_ref().and_then(|c| c.shards.get(i as usize));
-            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, entry, &mut report)?;
+            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, entry, &txns, &mut report)?;
             shards.push(shard);
             writers.push(writer);
         }
@@ -216,10 +221,14 @@ impl Log {
             background_errors: AtomicU64::new(0),
             last_background_error: Mutex::new(None),
             checkpoint: Mutex::new(checkpoint),
+            txns,
             _lock: lock,
         });
         // What recovery kept is the new baseline: flush it and say so.
         inner.checkpoint()?;
+        // With every shard recovered and flushed, decide what crashed transactions left open.
+        report.aborted_txns =
+            inner.txns.resolve(|shard, first, n| inner.part_present(shard, first, n))?;
         let thread = if inner.opts.background {
             for i in 0..inner.shards.len() {
                 let _ = tx.send(Msg::Prepare { shard: i });
@@ -248,6 +257,11 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io("read log metadata", &path, e)),
         }
+    }
+
+    /// The log's cross-shard transactions.
+    pub fn txns(&self) -> &Txns {
+        &self.inner.txns
     }
 
     /// The log's directory.
@@ -367,6 +381,8 @@ impl LogInner {
     /// Flushes every shard and records what is now on disk: per shard, its newest segment and
     /// that segment's durable length (all older segments were flushed whole, as they are final).
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        // Transactions committed before the flush below have their parts on disk after it.
+        let settled = self.txns.commits_so_far();
         let mut entries = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let snapshot = shard.segments.load_full();
@@ -377,7 +393,23 @@ impl LogInner {
                 durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
             });
         }
-        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)
+        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
+        self.txns.settle(settled)
+    }
+
+    /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,
+    /// so the first and the last being there means all are).
+    fn part_present(&self, shard: u32, first: u128, n: u32) -> Result<bool> {
+        let Some(s) = self.shards.get(shard as usize) else { return Ok(false) };
+        let last = first + (n.max(1) as u128 - 1);
+        for id in [first, last] {
+            let mut c = s.cursor(crate::shard::Start::From(idgen::Ulid(id)));
+            match c.next()? {
+                Some(r) if r.frame.id.0 == id => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     pub(crate) fn background_error(&self, e: StorageError) {
@@ -496,6 +528,7 @@ fn open_shard(
     cfg: &WriterConfig,
     tx: &Sender<Msg>,
     known: Option<&format::CheckpointEntry>,
+    txns: &Arc<Txns>,
     report: &mut RecoveryReport,
 ) -> Result<(Arc<Shard>, ShardWriter)> {
     let shard_dir = dir.join("shards").join(format!("{i:05}"));
@@ -560,7 +593,7 @@ fn open_shard(
         }
     };
     debug_assert!(map.map().published() >= HEADER_LEN);
-    let shard = Arc::new(Shard::new(i, shard_dir, segments));
+    let shard = Arc::new(Shard::new(i, shard_dir, segments, Arc::clone(txns)));
     let writer = ShardWriter::new(
         Arc::clone(&shard),
         seg,

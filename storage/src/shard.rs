@@ -9,6 +9,7 @@
 use crate::error::{Result, StorageError};
 use crate::format::{self, FrameLayout, FrameRef, HEADER_LEN, flags};
 use crate::segment::{Opened, Segment};
+use crate::txn::Visibility;
 use arc_swap::ArcSwap;
 use idgen::Ulid;
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct Shard {
     /// The next segment, preallocated by the maintenance thread.
     pub(crate) prepared: Mutex<Option<Opened>>,
     pub(crate) counters: ShardCounters,
+    /// The log's transactions: frames of pending ones stop readers, aborted ones are skipped.
+    pub(crate) txns: Arc<crate::txn::Txns>,
 }
 
 /// Counters the writer and the maintenance thread keep; read them with [`Shard::stats`].
@@ -77,7 +80,12 @@ pub enum Start {
 }
 
 impl Shard {
-    pub(crate) fn new(id: u32, dir: PathBuf, segments: Vec<Arc<Segment>>) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        dir: PathBuf,
+        segments: Vec<Arc<Segment>>,
+        txns: Arc<crate::txn::Txns>,
+    ) -> Self {
         Shard {
             id,
             dir,
@@ -85,6 +93,7 @@ impl Shard {
             list_lock: Mutex::new(()),
             prepared: Mutex::new(None),
             counters: ShardCounters::default(),
+            txns,
         }
     }
 
@@ -217,6 +226,17 @@ impl Cursor {
             let layout = format::check_frame(seg.map.read(at, end), seg.tag).map_err(|reason| {
                 StorageError::Corrupt { segment: seg.path.clone(), offset: at as u64, reason }
             })?;
+            if layout.flags & flags::TXN_PART != 0 {
+                match self.shard.txns.visibility(layout.aux) {
+                    // Not all parts are written yet: wait here, neither return nor skip it.
+                    Visibility::Pending => return Ok(None),
+                    Visibility::Aborted => {
+                        self.pos += layout.padded;
+                        continue;
+                    }
+                    Visibility::Visible => {}
+                }
+            }
             self.pos += layout.padded;
             if layout.flags & flags::SEAL != 0 {
                 continue;

@@ -271,7 +271,7 @@ const END_MARK_LEN: usize = 16;
 const _: () = assert!(END_MARK_LEN <= format::FRAME_HEADER_LEN);
 
 /// Flags a caller may set; the storage sets `BATCH_END` and `SEAL` itself.
-const CALLER_FLAGS: u16 = flags::KNOWN & !(flags::BATCH_END | flags::SEAL);
+const CALLER_FLAGS: u16 = flags::KNOWN & !(flags::BATCH_END | flags::SEAL | flags::TXN_COMMIT);
 
 fn limit_for(segment_len: usize, interval: usize) -> usize {
     segment_len - segment::footer_reserve(segment_len, interval)

@@ -7,6 +7,7 @@ mod diskfull;
 mod recovery;
 mod retention;
 mod roundtrip;
+mod txn;
 
 use idgen::{ManualClock, Ulid};
 use std::sync::Arc;
