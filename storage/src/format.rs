@@ -495,6 +495,9 @@ pub const TXN_JOURNAL_MAGIC: [u8; 8] = *b"SHLGTXNJ";
 /// Size of the journal's header: magic, version, 6 reserved bytes.
 pub const TXN_JOURNAL_HEADER_LEN: usize = 16;
 
+/// One part of a committed transaction: (shard, first ULID, commits).
+pub type TxnPart = (u32, u128, u32);
+
 /// One record of the transaction journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnRecord {
@@ -510,7 +513,7 @@ pub enum TxnRecord {
         /// Its id.
         id: u64,
         /// The parts.
-        parts: Vec<(u32, u128, u32)>,
+        parts: Vec<TxnPart>,
     },
     /// The transaction is aborted: its parts are never visible.
     Abort {

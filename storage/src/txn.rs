@@ -146,7 +146,7 @@ impl Txns {
         present: impl Fn(u32, u128, u32) -> Result<bool>,
     ) -> Result<Vec<u64>> {
         // Checking parts reads the shards, whose readers consult `states`: no lock held here.
-        let committed: Vec<(u64, Vec<(u32, u128, u32)>)> = {
+        let committed: Vec<(u64, Vec<format::TxnPart>)> = {
             let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
             j.keep
                 .iter()
@@ -212,7 +212,7 @@ impl Txns {
 
     /// Commits `id` whose parts are all appended: (shard, first ULID, count) each. Durable
     /// before returning when `durable`.
-    pub fn commit(&self, id: u64, parts: Vec<(u32, u128, u32)>, durable: bool) -> Result<()> {
+    pub fn commit(&self, id: u64, parts: Vec<format::TxnPart>, durable: bool) -> Result<()> {
         self.journal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
