@@ -55,6 +55,8 @@ pub struct Append {
     pub commits: Vec<u32>,
     /// Answer only once on disk.
     pub sync: bool,
+    /// The cross-shard transaction this part belongs to.
+    pub txn: Option<u64>,
     /// The IDs assigned, or why not.
     pub reply: oneshot::Sender<Result<IdRange, ApiError>>,
 }
@@ -231,6 +233,8 @@ fn append(shards: &mut HashMap<(u64, u32), ShardWriter>, a: &Append) -> Result<I
                 key: c.key.as_deref().unwrap_or(&[]),
                 payload: b.payload(c),
                 inverse: b.inverse(c),
+                flags: if a.txn.is_some() { storage::format::flags::TXN_PART } else { 0 },
+                aux: a.txn.unwrap_or(0),
                 ..NewRecord::payload(&[])
             }
         })

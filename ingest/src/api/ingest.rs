@@ -17,7 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
-use idgen::{IdRange, Ulid};
+use idgen::Ulid;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -101,6 +101,10 @@ pub(super) async fn post_commits(
         ids: q.ids.unwrap_or(true),
     };
     let deadline_hit = |_| ApiError::Deadline { timeout_ms };
+    // Out of time before anything was handed to a writer: fail without writing.
+    if tokio::time::Instant::now() >= deadline {
+        return Err(ApiError::Deadline { timeout_ms });
+    }
     let Some(key) = key else {
         return tokio::time::timeout_at(deadline, run.execute())
             .await
@@ -253,11 +257,12 @@ async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, A
     .await
 }
 
-/// Queues the batch on the owning writers (all parts or none) and collects the IDs in request
-/// order.
+/// Writes the batch: one shard's part as one batch; parts on several shards as one
+/// cross-shard transaction (`storage::txn`), run in its own task so that it always reaches a
+/// decision (commit or abort) even if the request times out. IDs come back in request order.
 async fn write(
-    st: &AppState,
-    entry: &LogEntry,
+    st: &Arc<AppState>,
+    entry: &Arc<LogEntry>,
     batch: &Arc<Batch>,
     durability: Durability,
 ) -> Result<Vec<Ulid>, ApiError> {
@@ -266,6 +271,49 @@ async fn write(
     }
     let cpu = rustix::thread::sched_getcpu();
     let plan = entry.plan(batch, st.writers.len(), cpu);
+    if plan.len() == 1 {
+        return write_parts(st, entry, batch, durability, plan, None).await.map(|(ids, _)| ids);
+    }
+    let (st, entry, batch) = (Arc::clone(st), Arc::clone(entry), Arc::clone(batch));
+    let task = tokio::spawn(async move {
+        let id = storage::txn::new_id(plan.len() as u16);
+        let e = Arc::clone(&entry);
+        blocking(move || e.log.txns().begin(id).map_err(ApiError::from)).await?;
+        let result = write_parts(&st, &entry, &batch, durability, plan, Some(id)).await;
+        let e = Arc::clone(&entry);
+        match result {
+            Ok((ids, parts)) => {
+                let sync = durability == Durability::Sync;
+                let committed =
+                    blocking(move || e.log.txns().commit(id, parts, sync).map_err(ApiError::from))
+                        .await;
+                if let Err(err) = committed {
+                    // Undecided in the journal: recovery aborts it; readers must skip it now.
+                    let e = Arc::clone(&entry);
+                    let _ = blocking(move || e.log.txns().abort(id).map_err(ApiError::from)).await;
+                    return Err(err);
+                }
+                Ok(ids)
+            }
+            Err(err) => {
+                blocking(move || e.log.txns().abort(id).map_err(ApiError::from)).await?;
+                Err(err)
+            }
+        }
+    });
+    task.await.map_err(|e| ApiError::Internal(format!("transaction task failed: {e}")))?
+}
+
+/// Queues each shard's part on its writer — all parts or none (`503` when a queue is full) —
+/// and collects the IDs in request order and each part's (shard, first ULID, count).
+async fn write_parts(
+    st: &AppState,
+    entry: &LogEntry,
+    batch: &Arc<Batch>,
+    durability: Durability,
+    plan: std::collections::BTreeMap<u32, Vec<u32>>,
+    txn: Option<u64>,
+) -> Result<(Vec<Ulid>, Vec<storage::format::TxnPart>), ApiError> {
     let owners: Vec<usize> = plan.keys().map(|&s| st.writers.owner(s)).collect();
     let permits = st
         .writers
@@ -281,19 +329,35 @@ async fn write(
             batch: Arc::clone(batch),
             commits,
             sync: durability == Durability::Sync,
+            txn,
             reply,
         }));
-        waits.push((indices, wait));
+        waits.push((shard, indices, wait));
     }
     let mut ids = vec![Ulid(0); batch.commits.len()];
-    for (indices, wait) in waits {
-        let range: IdRange = wait.await.map_err(|_| ApiError::Unavailable {
+    let mut parts = Vec::with_capacity(waits.len());
+    let mut first_error = None;
+    // Every reply is awaited, also after an error: a transaction is decided only once no part
+    // is still being written.
+    for (shard, indices, wait) in waits {
+        let reply = wait.await.unwrap_or(Err(ApiError::Unavailable {
             reason: "the server is stopping",
             retry_after_s: 1,
-        })??;
-        for (k, &i) in indices.iter().enumerate() {
-            ids[i as usize] = range.nth(k as u64);
+        }));
+        match reply {
+            Ok(range) => {
+                parts.push((shard, range.first.0, range.len as u32));
+                for (k, &i) in indices.iter().enumerate() {
+                    ids[i as usize] = range.nth(k as u64);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    Ok(ids)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((ids, parts)),
+    }
 }

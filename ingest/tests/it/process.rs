@@ -305,3 +305,74 @@ fn request_with_key(addr: &str, key: &str, body: &[u8]) -> (u16, Value) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     (head.split(' ').nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap())
 }
+
+#[test]
+fn requests_spanning_shards_are_all_or_nothing_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: std::collections::HashSet<String> = Default::default();
+    for round in 0..4 {
+        let server = Server::start(
+            dir.path(),
+            &[
+                "--default-shards",
+                "4",
+                "--durability",
+                if round % 2 == 0 { "sync" } else { "async" },
+            ],
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (addr, stop) = (server.addr.clone(), std::sync::Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for r in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let req = format!("{round}-{c}-{r}");
+                        let commits: Vec<String> = (0..8)
+                            .map(|i| {
+                                format!(
+                                    r#"{{"key": "k{i}", "payload": {{"req": "{req}", "i": {i}}}}}"#
+                                )
+                            })
+                            .collect();
+                        let body = format!(r#"{{"commits": [{}]}}"#, commits.join(","));
+                        match request(
+                            &addr,
+                            "POST",
+                            "/v1/logs/atomic/commits",
+                            Some("application/json"),
+                            body.as_bytes(),
+                        ) {
+                            Some((200, _, _)) => acked.push(req),
+                            _ => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300 + 200 * round));
+        server.signal("-KILL");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            acked.extend(c.join().unwrap());
+        }
+        drop(server);
+    }
+    assert!(acked.len() > 50, "too few acknowledged requests: {}", acked.len());
+    let server = Server::start(dir.path(), &[]);
+    let stored = all_commits(&server.addr, "atomic", 4);
+    let mut per_req: std::collections::HashMap<String, usize> = Default::default();
+    for payload in stored.values() {
+        *per_req.entry(payload["req"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    for (req, n) in &per_req {
+        assert_eq!(*n, 8, "request {req} is partially visible");
+    }
+    for req in &acked {
+        assert_eq!(per_req.get(req), Some(&8), "acknowledged request {req} lost");
+    }
+}
