@@ -228,16 +228,8 @@ struct Envelope<'a> {
     commits: Vec<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonCommit<'a> {
-    #[serde(default, borrow)]
-    key: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    inverse: Option<&'a RawValue>,
-}
+/// One commit object's fields, each kept as raw JSON (so `"payload": null` is a payload).
+type JsonCommit<'a> = std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a RawValue>;
 
 fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), ApiError> {
     let body = batch.body.clone();
@@ -259,11 +251,29 @@ fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), Ap
                 continue;
             }
         };
-        let Some(payload) = c.payload else {
+        if let Some(unknown) =
+            c.keys().find(|k| !matches!(k.as_ref(), "key" | "payload" | "inverse"))
+        {
+            reject(
+                batch,
+                partial,
+                index,
+                format!("unknown field {unknown:?} (key, payload, inverse)"),
+            )?;
+            continue;
+        }
+        let Some(&payload) = c.get("payload") else {
             reject(batch, partial, index, "missing \"payload\"".into())?;
             continue;
         };
-        let key = c.key.map(|k| k.into_owned().into_bytes().into_boxed_slice());
+        let key = match c.get("key").map(|raw| serde_json::from_str::<Option<String>>(raw.get())) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(k))) => Some(k.into_bytes().into_boxed_slice()),
+            Some(Err(_)) => {
+                reject(batch, partial, index, "\"key\" must be a string".into())?;
+                continue;
+            }
+        };
         if let Some(k) = &key
             && (k.is_empty() || k.len() > limits.key_bytes_max)
         {
@@ -276,7 +286,7 @@ fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), Ap
             reject(batch, partial, index, reason)?;
             continue;
         }
-        let inverse = c.inverse.map_or(0..0, range_of);
+        let inverse = c.get("inverse").map_or(0..0, |&raw| range_of(raw));
         batch.commits.push(Commit { key, payload, inverse });
     }
     Ok(())

@@ -122,6 +122,18 @@ pub enum RegistryError {
     Storage(#[from] storage::StorageError),
 }
 
+impl RegistryError {
+    /// The API error for this failure on log `name` (`requested` shards).
+    pub fn into_api(self, name: &str, requested: u32) -> crate::api::error::ApiError {
+        match self {
+            RegistryError::ShardMismatch { shards } => {
+                crate::api::error::ApiError::LogExists { log: name.to_owned(), shards, requested }
+            }
+            RegistryError::Storage(s) => s.into(),
+        }
+    }
+}
+
 /// All logs of a data directory.
 #[derive(Debug)]
 pub struct Registry {
@@ -188,18 +200,20 @@ impl Registry {
         v
     }
 
-    /// Creates `name` with `settings`, or checks an existing one (updating its retention when
-    /// `retention` is given). Blocking (creates files).
+    /// Creates `name` with `settings`, or returns the existing one — refusing it when
+    /// `check_shards` and its shard count differs, and updating its retention when
+    /// `update_retention`. Blocking (creates files).
     pub fn create(
         &self,
         name: &str,
         settings: LogSettings,
+        check_shards: bool,
         update_retention: bool,
         writers: &Writers,
     ) -> Result<(Arc<LogEntry>, Created), RegistryError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = self.get(name) {
-            if e.shards() != settings.shards {
+            if check_shards && e.shards() != settings.shards {
                 return Err(RegistryError::ShardMismatch { shards: e.shards() });
             }
             if update_retention {

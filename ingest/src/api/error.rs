@@ -46,6 +46,9 @@ pub enum ApiError {
         /// What.
         what: String,
     },
+    /// The route exists, the method does not.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The log exists with another shard count.
     #[error("log {log:?} exists with {shards} shards, {requested} requested")]
     LogExists {
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::LogNotFound { .. } => (StatusCode::NOT_FOUND, "log_not_found"),
             ApiError::CommitNotFound { .. } => (StatusCode::NOT_FOUND, "commit_not_found"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::LogExists { .. } => (StatusCode::CONFLICT, "log_exists"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::UnsupportedMediaType { .. } => {

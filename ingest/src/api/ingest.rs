@@ -70,9 +70,14 @@ pub(super) async fn post_commits(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
 
     // Hold budget for the whole body before reading it (the declared length, else the limit).
+    // A compressed body may decompress up to the limit: hold the limit for it.
+    let compressed = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .filter(|_| !compressed)
         .unwrap_or(st.config.body_bytes_max)
         .min(st.config.body_bytes_max);
     let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
@@ -249,10 +254,8 @@ async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, A
     let settings =
         LogSettings { shards: st.config.default_shards, retention: Retention::default() };
     blocking(move || {
-        st2.registry
-            .create(&name, settings, false, &st2.writers)
-            .map(|(e, _)| e)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        let created = st2.registry.create(&name, settings, false, false, &st2.writers);
+        created.map(|(e, _)| e).map_err(|e| e.into_api(&name, settings.shards))
     })
     .await
 }

@@ -2,7 +2,7 @@
 
 use super::{AppState, blocking, check_name, parse_duration_ms};
 use crate::api::error::ApiError;
-use crate::logs::{Created, LogEntry, LogSettings, RegistryError};
+use crate::logs::{Created, LogEntry, LogSettings};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -44,9 +44,10 @@ fn describe(e: &LogEntry) -> Value {
     })
 }
 
-pub(super) async fn list(State(st): State<Arc<AppState>>) -> Json<Value> {
+pub(super) async fn list(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    st.check_ready()?;
     let logs: Vec<Value> = st.registry.list().iter().map(|e| describe(e)).collect();
-    Json(json!({ "logs": logs }))
+    Ok(Json(json!({ "logs": logs })))
 }
 
 pub(super) async fn show(
@@ -54,6 +55,7 @@ pub(super) async fn show(
     Path(log): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&log)?;
+    st.check_ready()?;
     let e = st.registry.get(&log).ok_or(ApiError::LogNotFound { log })?;
     Ok(Json(describe(&e)))
 }
@@ -79,6 +81,7 @@ pub(super) async fn put(
         ));
     }
     let update_retention = b.retention.is_some();
+    let check_shards = b.shards.is_some();
     let r = b.retention.unwrap_or_default();
     let max_age_ms = match r.max_age.as_deref() {
         None => None,
@@ -97,12 +100,9 @@ pub(super) async fn put(
     let st2 = Arc::clone(&st);
     let name = log.clone();
     let (entry, created) = blocking(move || {
-        st2.registry.create(&name, settings, update_retention, &st2.writers).map_err(|e| match e {
-            RegistryError::ShardMismatch { shards } => {
-                ApiError::LogExists { log: name.clone(), shards, requested: settings.shards }
-            }
-            RegistryError::Storage(s) => s.into(),
-        })
+        st2.registry
+            .create(&name, settings, check_shards, update_retention, &st2.writers)
+            .map_err(|e| e.into_api(&name, settings.shards))
     })
     .await?;
     let status = if created == Created::New { StatusCode::CREATED } else { StatusCode::OK };
@@ -114,6 +114,7 @@ pub(super) async fn delete(
     Path(log): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     check_name(&log)?;
+    st.check_ready()?;
     let st2 = Arc::clone(&st);
     let name = log.clone();
     let existed = blocking(move || {

@@ -57,9 +57,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/commits/{id}", get(read::commit_by_id))
         .route("/v1/logs/{log}/shards/{shard}/commits", get(read::shard_commits))
         .fallback(|| async { ApiError::NotFound { what: "route".into() } })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request("method_not_allowed", "method not allowed on this route")
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             use axum::response::IntoResponse;
             ApiError::Internal("handler panicked".into()).into_response()

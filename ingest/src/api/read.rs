@@ -11,7 +11,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use storage::{Record, Start};
@@ -42,13 +41,9 @@ pub fn render(r: &Record<'_>) -> Value {
 }
 
 fn payload_value(p: &[u8]) -> Option<Value> {
-    if let Ok(s) = std::str::from_utf8(p) {
-        if let Ok(raw) = serde_json::from_str::<&RawValue>(s) {
-            return serde_json::from_str(raw.get()).ok();
-        }
-        return Some(Value::String(s.to_owned()));
-    }
-    None
+    let s = std::str::from_utf8(p).ok()?;
+    // JSON when it is a JSON value this server can hold (not, say, `1e400`), else the text.
+    Some(serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_owned())))
 }
 
 fn parse_id(text: &str) -> Result<idgen::Ulid, ApiError> {
@@ -61,6 +56,7 @@ pub(super) async fn commit_by_id(
     Path((log, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&log)?;
+    st.check_ready()?;
     let ulid = parse_id(&id)?;
     let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     blocking(move || {
@@ -90,6 +86,7 @@ pub(super) async fn shard_commits(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&log)?;
+    st.check_ready()?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     let n: usize = shard

@@ -25,8 +25,8 @@ fn ndjson_lines_are_stored_byte_for_byte_and_empty_lines_skipped() {
 
 #[test]
 fn json_payloads_keep_their_text_and_keys_are_unescaped() {
-    let b = parse_str(JSON, r#"{"commits": [{"key": "k\u0031", "payload": {"x": [1, 2]}}, {"payload": "s", "inverse": 3}]}"#).unwrap();
-    assert_eq!(payloads(&b), [r#"{"x": [1, 2]}"#, r#""s""#]);
+    let b = parse_str(JSON, r#"{"commits": [{"key": "k\u0031", "payload": {"x": [1, 2]}}, {"payload": "s", "inverse": 3}, {"payload": null}]}"#).unwrap();
+    assert_eq!(payloads(&b), [r#"{"x": [1, 2]}"#, r#""s""#, "null"]);
     assert_eq!(b.commits[0].key.as_deref(), Some(&b"k1"[..]));
     assert_eq!(b.inverse(&b.commits[1]), b"3");
 }
@@ -58,7 +58,17 @@ fn bad_commits_are_named_by_index() {
     check_err(
         JSON,
         r#"{"commits": [{"payload": 1}, 7]}"#,
-        "commit 1: not a commit object: invalid type: integer `7`, expected struct JsonCommit at line 1 column 1",
+        "commit 1: not a commit object: invalid type: integer `7`, expected a map at line 1 column 1",
+    );
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1, "colour": 2}]}"#,
+        "commit 0: unknown field \"colour\" (key, payload, inverse)",
+    );
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1, "key": 5}]}"#,
+        "commit 0: \"key\" must be a string",
     );
     check_err(
         JSON,

@@ -358,3 +358,40 @@ async fn a_timed_out_write_retried_with_its_key_never_duplicates() {
     assert_eq!(v["count"], 2);
     assert_eq!(t.state.registry.get("d").unwrap().log.stats().commits, 2, "written once: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_without_shards_accepts_an_existing_log_and_wrong_methods_are_405() {
+    let t = TestApp::new(|_| {});
+    let (s, _) = t.call("PUT", "/v1/logs/m", JS, r#"{"shards": 7}"#).await;
+    assert_eq!(s, S::CREATED);
+    let (s, v) = t.call("PUT", "/v1/logs/m", None, "").await;
+    assert_eq!((s, v["shards"].as_u64()), (S::OK, Some(7)));
+    let (s, v) = t.call("PATCH", "/v1/logs/m", None, "").await;
+    assert_eq!((s, code(&v)), (S::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    // A payload of JSON null is a payload.
+    let (s, v) =
+        t.call("POST", "/v1/logs/m/commits", JS, r#"{"commits": [{"payload": null}]}"#).await;
+    assert_eq!(s, S::OK, "{v}");
+    let (_, c) = t
+        .call("GET", &format!("/v1/logs/m/commits/{}", v["first_id"].as_str().unwrap()), None, "")
+        .await;
+    assert!(c["payload"].is_null() && c.get("payload").is_some(), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_served_before_recovery_finished() {
+    let t = TestApp::new(|_| {});
+    t.call("PUT", "/v1/logs/r", JS, "").await;
+    t.state.ready.store(false, std::sync::atomic::Ordering::Release);
+    for (method, uri) in [
+        ("GET", "/v1/logs"),
+        ("GET", "/v1/logs/r"),
+        ("GET", "/v1/logs/r/shards/0/commits"),
+        ("POST", "/v1/logs/r/commits"),
+        ("DELETE", "/v1/logs/r"),
+    ] {
+        let (s, v) = t.call(method, uri, ND, "x\n").await;
+        assert_eq!((s, code(&v)), (S::SERVICE_UNAVAILABLE, "unavailable"), "{method} {uri}");
+    }
+    t.state.ready.store(true, std::sync::atomic::Ordering::Release);
+}
