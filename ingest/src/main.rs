@@ -51,6 +51,18 @@ struct ServeArgs {
     /// Shards of a log created without a shard count [default: two per core].
     #[arg(long)]
     default_shards: Option<u32>,
+    /// Largest request body after decompression, in bytes [default: 64 MiB].
+    #[arg(long)]
+    body_bytes_max: Option<usize>,
+    /// Largest payload of one commit (an NDJSON line, a frame), in bytes [default: 1 MiB].
+    #[arg(long)]
+    commit_bytes_max: Option<usize>,
+    /// Most commits in one request [default: 100000].
+    #[arg(long)]
+    batch_commits_max: Option<usize>,
+    /// Background flush period of async writes, in milliseconds [default: 100].
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
 }
 
 fn config(args: ServeArgs) -> anyhow::Result<Config> {
@@ -84,6 +96,18 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.default_shards {
         c.default_shards = v;
+    }
+    if let Some(v) = args.body_bytes_max {
+        c.body_bytes_max = v;
+    }
+    if let Some(v) = args.commit_bytes_max {
+        c.commit_bytes_max = v;
+    }
+    if let Some(v) = args.batch_commits_max {
+        c.batch_commits_max = v;
+    }
+    if let Some(v) = args.flush_interval_ms {
+        c.flush_interval_ms = v;
     }
     Ok(c.resolve()?)
 }
