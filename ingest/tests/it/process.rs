@@ -390,18 +390,35 @@ fn a_full_disk_is_answered_507_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&mnt).status().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");
     let _tmpfs = Tmpfs(mnt.clone());
     let config = dir.path().join("small.toml");
-    std::fs::write(&config, "segment_bytes = 262144\ncommit_bytes_max = 65536\ndefault_shards = 1\n").unwrap();
+    std::fs::write(
+        &config,
+        "segment_bytes = 262144\ncommit_bytes_max = 65536\ndefault_shards = 1\n",
+    )
+    .unwrap();
     let server = Server::start(&mnt.join("data"), &["--config", config.to_str().unwrap()]);
     let mut acked = Vec::new();
     let mut full = None;
     for b in 0..10_000 {
-        let (s, _, v) = request(&server.addr, "POST", "/v1/logs/full/commits", Some("application/x-ndjson"), &ndjson(0, b, 200)).unwrap();
+        let (s, _, v) = request(
+            &server.addr,
+            "POST",
+            "/v1/logs/full/commits",
+            Some("application/x-ndjson"),
+            &ndjson(0, b, 200),
+        )
+        .unwrap();
         if s == 200 {
-            acked.extend(v["ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()));
+            acked.extend(
+                v["ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()),
+            );
         } else {
             full = Some((s, v));
             break;
