@@ -54,6 +54,9 @@ pub struct LogOptions {
     pub retention: Retention,
     /// The clock for IDs and retention.
     pub clock: Arc<dyn Clock>,
+    /// Sealed segments per shard whose pages stay in the page cache after sealing; older ones
+    /// pages are dropped (readers fault them back from disk). `usize::MAX` keeps everything.
+    pub sealed_cached_segments: usize,
     /// Run the maintenance thread (tests turn it off to drive flush and retention by hand).
     pub background: bool,
 }
@@ -76,6 +79,7 @@ impl Default for LogOptions {
             flush_interval_ms: 50,
             retention_interval_ms: 1_000,
             checkpoint_interval_ms: 1_000,
+            sealed_cached_segments: 2,
             recycle_files_max: 4,
             retention: Retention::default(),
             clock: Arc::new(SystemClock),
@@ -410,6 +414,31 @@ impl LogInner {
             }
         }
         Ok(true)
+    }
+
+    /// After `just_sealed` was sealed: drops the cached pages of its shard's sealed segments
+    /// beyond the newest `sealed_cached_segments`.
+    pub(crate) fn drop_old_sealed_pages(&self, just_sealed: &Segment) {
+        let keep = self.opts.sealed_cached_segments;
+        if keep == usize::MAX {
+            return;
+        }
+        let Some(shard) = self
+            .shards
+            .iter()
+            .find(|s| s.segments.load().iter().any(|g| std::ptr::eq(&**g, just_sealed)))
+        else {
+            return;
+        };
+        let list = shard.segments.load();
+        let sealed: Vec<&Arc<Segment>> = list.iter().filter(|s| s.is_sealed()).collect();
+        for s in sealed.iter().rev().skip(keep) {
+            if !s.cache_dropped.swap(true, Ordering::Relaxed)
+                && let Err(e) = s.map.drop_cache()
+            {
+                self.background_error(StorageError::io("drop cached pages", &s.path, e));
+            }
+        }
     }
 
     pub(crate) fn background_error(&self, e: StorageError) {

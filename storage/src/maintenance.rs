@@ -5,7 +5,10 @@
 //! large file stalls I/O for ~800 ms, and first-touch pages are ~4× slower than reused ones),
 //! flushes published bytes every `flush_interval_ms` (`async` durability), records what is on
 //! disk in the checkpoint every `checkpoint_interval_ms`, applies retention,
-//! and recycles or deletes retired segments once no reader holds them.
+//! recycles or deletes retired segments once no reader holds them, and drops the page-cache
+//! pages of sealed segments older than the newest `sealed_cached_segments` of their shard
+//! (written-once pages would otherwise crowd the cache, and on a fresh virtual machine new
+//! page-cache memory is several times slower to fill than reused memory).
 //!
 //! What it is not: async. It is one `std::thread` per open log, driven by a bounded channel.
 
@@ -47,11 +50,10 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
         let next = next_flush.min(next_checkpoint).min(next_retention);
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Msg::Seal { segment, mut writer }) => {
-                if let Err(e) = segment::seal(&segment, &mut writer) {
-                    inner.background_error(e);
-                }
-            }
+            Ok(Msg::Seal { segment, mut writer }) => match segment::seal(&segment, &mut writer) {
+                Ok(()) => inner.drop_old_sealed_pages(&segment),
+                Err(e) => inner.background_error(e),
+            },
             Ok(Msg::Prepare { shard }) => {
                 if let Err(e) = inner.prepare_next(shard) {
                     inner.background_error(e);

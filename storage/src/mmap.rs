@@ -111,6 +111,12 @@ impl MappedFile {
     pub fn sync_data(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
+
+    /// Asks the kernel to drop the file's clean, unmapped pages from the page cache (they are
+    /// read back from disk if needed). Pages a reader has mapped stay.
+    pub fn drop_cache(&self) -> std::io::Result<()> {
+        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed).map_err(Into::into)
+    }
 }
 
 impl MapWriter {

@@ -39,6 +39,8 @@ pub struct Segment {
     last_lo: AtomicU64,
     /// Bytes known to be on disk.
     pub(crate) flushed: AtomicUsize,
+    /// Its pages were dropped from the page cache (see `LogOptions::sealed_cached_segments`).
+    pub(crate) cache_dropped: std::sync::atomic::AtomicBool,
 }
 
 /// A segment opened or created together with its writing handle.
@@ -353,6 +355,7 @@ impl Segment {
             last_hi: AtomicU64::new(0),
             last_lo: AtomicU64::new(0),
             flushed: AtomicUsize::new(HEADER_LEN),
+            cache_dropped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
