@@ -189,7 +189,7 @@ fn parse_ndjson(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
 }
 
 fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 fn parse_frames(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), ApiError> {

@@ -18,6 +18,7 @@ mod maintenance;
 mod mmap;
 pub mod publish;
 pub mod recovery;
+mod retention;
 mod segment;
 mod shard;
 pub mod txn;

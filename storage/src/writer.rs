@@ -153,9 +153,12 @@ impl ShardWriter {
         let tag = self.seg.tag;
         // The batch, then zeroes over the next frame's length, CRC and tag words: a recycled
         // segment holds stale bytes there, and recovery must find a clean end.
+        // The buffer only grows; `encode_frame` writes every byte of each frame, padding
+        // included, so only the end mark needs zeroing.
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.resize(total + END_MARK_LEN, 0);
+        if buf.len() < total + END_MARK_LEN {
+            buf.resize(total + END_MARK_LEN, 0);
+        }
         let mut at = 0;
         let last = batch.len() - 1;
         self.index_scratch.clear();
@@ -167,7 +170,8 @@ impl ShardWriter {
             at += n;
         }
         debug_assert_eq!(at, total);
-        let written = self.map.write_at(start, &buf);
+        buf[total..total + END_MARK_LEN].fill(0);
+        let written = self.map.write_at(start, &buf[..total + END_MARK_LEN]);
         self.buf = buf;
         if let Err(e) = written {
             // The bytes beyond the published length are in an unknown state: stop here.
