@@ -133,14 +133,9 @@ pub fn parse(
             });
         }
     }
-    if batch.commits.len() + batch.rejected.len() > limits.batch_commits_max {
-        return Err(ApiError::TooLarge {
-            what: format!(
-                "a batch of {} commits (limit in commits, not bytes)",
-                batch.commits.len()
-            ),
-            limit_bytes: limits.batch_commits_max,
-        });
+    let n = batch.commits.len() + batch.rejected.len();
+    if n > limits.batch_commits_max {
+        return Err(ApiError::TooManyCommits { commits: n, limit: limits.batch_commits_max });
     }
     if batch.commits.is_empty() && batch.rejected.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "the request holds no commit"));

@@ -188,8 +188,12 @@ impl Config {
                 "queues and bursts must hold at least one job".into(),
             );
         }
-        if self.segment_bytes < storage::SEGMENT_BYTES_MIN {
-            return bad("segment_bytes", format!("below {}", storage::SEGMENT_BYTES_MIN));
+        if self.segment_bytes < storage::SEGMENT_BYTES_MIN || !self.segment_bytes.is_multiple_of(8)
+        {
+            return bad(
+                "segment_bytes",
+                format!("below {} or not a multiple of 8", storage::SEGMENT_BYTES_MIN),
+            );
         }
         if self.commit_bytes_max > self.segment_bytes / 2 {
             return bad("commit_bytes_max", "must fit twice into a segment".into());

@@ -158,17 +158,24 @@ impl Idempotency {
     ) -> std::io::Result<()> {
         let id = (log.to_owned(), key.to_owned());
         let bytes = Bytes::from(serde_json::to_vec(response).expect("a JSON value serialises"));
-        let written = self.append(&encode(now_ms, &id, &bytes), sync);
+        // File and memory change under the file lock together, so a compaction (which holds
+        // it too) never rewrites the file without a record that was just appended.
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let written = append(&mut f, &encode(now_ms, &id, &bytes), sync);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &written {
-            Ok(()) => self.insert_done(&mut st, id, now_ms, bytes),
+            Ok(_) => self.insert_done(&mut st, id, now_ms, bytes),
             Err(_) => {
                 st.slots.remove(&id);
             }
         }
         drop(st);
         drop(done);
-        written
+        let compact = matches!(written, Ok(len) if len > IDEMPOTENCY_FILE_BYTES_MAX);
+        if compact {
+            self.compact_locked(&mut f)?;
+        }
+        written.map(|_| ())
     }
 
     /// Forgets an in-flight key whose request failed (nothing was written): a retry runs anew.
@@ -220,33 +227,27 @@ impl Idempotency {
         }
     }
 
-    fn append(&self, record: &[u8], sync: bool) -> std::io::Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(record)?;
-        if sync {
-            f.sync_data()?;
-        }
-        let len = f.metadata()?.len();
-        drop(f);
-        if len > IDEMPOTENCY_FILE_BYTES_MAX {
-            self.compact()?;
-        }
-        Ok(())
-    }
-
     /// Rewrites the file with the live finished keys: temporary file, fsync, rename.
     fn compact(&self) -> std::io::Result<()> {
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        self.compact_locked(&mut f)
+    }
+
+    fn compact_locked(&self, f: &mut File) -> std::io::Result<()> {
         let records: Vec<Vec<u8>> = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.slots
+            // Oldest first, so that a reload evicts in the same order.
+            let mut done: Vec<(u64, &Id, &Bytes)> = st
+                .slots
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    Slot::Done { at_ms, response } => Some(encode(*at_ms, id, response)),
+                    Slot::Done { at_ms, response } => Some((*at_ms, id, response)),
                     Slot::InFlight(_) => None,
                 })
-                .collect()
+                .collect();
+            done.sort_by_key(|d| d.0);
+            done.into_iter().map(|(at, id, r)| encode(at, id, r)).collect()
         };
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let tmp = self.path.with_extension("log.tmp");
         let mut out = File::create(&tmp)?;
         for r in &records {
@@ -260,6 +261,15 @@ impl Idempotency {
         *f = OpenOptions::new().append(true).open(&self.path)?;
         Ok(())
     }
+}
+
+/// Appends a record; returns the file's new length.
+fn append(f: &mut File, record: &[u8], sync: bool) -> std::io::Result<u64> {
+    f.write_all(record)?;
+    if sync {
+        f.sync_data()?;
+    }
+    Ok(f.metadata()?.len())
 }
 
 /// Record: `u32` length of what follows the CRC, `u32` CRC32C of it, `u64` at_ms, `u16` log

@@ -72,11 +72,32 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let state = state(config)?;
     let st = Arc::clone(&state);
-    let recovery = tokio::task::spawn_blocking(move || recover(&st));
-    let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(shutdown);
-    server.await?;
+    let mut recovery = tokio::task::spawn_blocking(move || recover(&st));
+    // A failed recovery stops the server at once (it would never become ready).
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let until = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(()) = failed_rx => {}
+        }
+    };
+    let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(until);
+    let watch = async {
+        let r = (&mut recovery).await;
+        if !matches!(r, Ok(Ok(()))) {
+            let _ = failed_tx.send(());
+        }
+        r
+    };
+    let (served, recovered) = tokio::join!(server, watch);
+    served?;
     tracing::info!("stopping: draining writers, flushing shards");
-    recovery.await??;
+    if let Err(e) = recovered.map_err(anyhow::Error::from).and_then(|r| r) {
+        tracing::error!(error = %e, "recovery failed");
+        let st = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || stop(&st)).await?;
+        return Err(e.context("recovery failed"));
+    }
     let st = Arc::clone(&state);
     tokio::task::spawn_blocking(move || stop(&st)).await?;
     tracing::info!("stopped");

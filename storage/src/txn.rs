@@ -195,6 +195,18 @@ impl Txns {
             .unwrap_or(Visibility::Visible)
     }
 
+    /// A fresh id for a transaction of `parts` parts, unused by any transaction this log
+    /// still tracks.
+    pub fn new_id(&self, parts: u16) -> u64 {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let id = new_id(parts);
+            if !states.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     /// Starts transaction `id`: journals it durably and makes its parts wait.
     pub fn begin(&self, id: u64) -> Result<()> {
         self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Pending);
@@ -272,7 +284,13 @@ impl Journal {
     fn append(&mut self, r: TxnRecord, durable: bool) -> Result<()> {
         let bytes = format::encode_txn_record(&r);
         let io = |op, e| StorageError::io(op, &self.path, e);
-        self.file.write_all(&bytes).map_err(|e| io("append to transaction journal", e))?;
+        let written =
+            self.file.write_all(&bytes).map_err(|e| io("append to transaction journal", e));
+        if let Err(e) = written {
+            // Cut a partial record off, or every later record would be unreadable after it.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         if durable {
             self.file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
         }
@@ -304,8 +322,11 @@ impl Txns {
     /// them) and compacts the journal if it outgrew [`TXN_JOURNAL_BYTES_MAX`]. Off the hot path.
     pub(crate) fn settle(&self, cut: u64) -> Result<()> {
         let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let before = j.keep.len();
         j.keep.retain(|_, k| !matches!(k, Kept::Committed { seq, .. } if *seq < cut));
-        if j.len > TXN_JOURNAL_BYTES_MAX {
+        // Settled records must leave the file too: recovery would check their parts again, and
+        // retention may since have removed one of them.
+        if j.keep.len() < before || j.len > TXN_JOURNAL_BYTES_MAX {
             let (keep, commits) = (j.keep.clone(), j.commits);
             *j = Journal::rewrite(&j.path.clone(), keep, commits)?;
         }

@@ -67,6 +67,14 @@ pub enum ApiError {
         /// The limit.
         limit_bytes: usize,
     },
+    /// A request holds more commits than `batch_commits_max`.
+    #[error("a request of {commits} commits exceeds the limit of {limit} commits")]
+    TooManyCommits {
+        /// Commits in the request.
+        commits: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Unknown content type or encoding.
     #[error("{message}")]
     UnsupportedMediaType {
@@ -120,7 +128,9 @@ impl ApiError {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::LogExists { .. } => (StatusCode::CONFLICT, "log_exists"),
-            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::TooLarge { .. } | ApiError::TooManyCommits { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            }
             ApiError::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

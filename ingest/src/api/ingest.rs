@@ -118,6 +118,9 @@ pub(super) async fn post_commits(
             .map(Json);
     };
     loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Deadline { timeout_ms });
+        }
         match st.idempotency.claim(&log, &key, now_ms()) {
             Claim::Replay(v) => return Ok(Json(v)),
             Claim::Wait(mut rx) => {
@@ -281,7 +284,7 @@ async fn write(
     }
     let (st, entry, batch) = (Arc::clone(st), Arc::clone(entry), Arc::clone(batch));
     let task = tokio::spawn(async move {
-        let id = storage::txn::new_id(plan.len() as u16);
+        let id = entry.log.txns().new_id(plan.len() as u16);
         let e = Arc::clone(&entry);
         blocking(move || e.log.txns().begin(id).map_err(ApiError::from)).await?;
         let result = write_parts(&st, &entry, &batch, durability, plan, Some(id)).await;
@@ -293,7 +296,8 @@ async fn write(
                     blocking(move || e.log.txns().commit(id, parts, sync).map_err(ApiError::from))
                         .await;
                 if let Err(err) = committed {
-                    // Undecided in the journal: recovery aborts it; readers must skip it now.
+                    // The commit record may or may not be on disk; abort it (readers skip it now,
+                    // and the abort record, once durable, wins at recovery).
                     let e = Arc::clone(&entry);
                     let _ = blocking(move || e.log.txns().abort(id).map_err(ApiError::from)).await;
                     return Err(err);

@@ -120,7 +120,10 @@ fn partial_collects_rejections() {
 #[test]
 fn too_many_commits_is_413() {
     let body = "x\n".repeat(11);
-    assert!(matches!(parse_str(NDJSON, &body), Err(ApiError::TooLarge { .. })));
+    assert!(matches!(
+        parse_str(NDJSON, &body),
+        Err(ApiError::TooManyCommits { commits: 11, limit: 10 })
+    ));
 }
 
 #[test]

@@ -79,7 +79,10 @@ fn recovery_aborts_undecided_and_incomplete_transactions() {
         log.txns().commit(whole, vec![(0, a.first.0, 1), (1, b.first.0, 1)], true).unwrap();
         w[0].sync().unwrap();
         w[1].sync().unwrap();
-        // Drop without a clean shutdown of the transaction table: only the journal remains.
+        // A crash now: the journal as it is, not as the close (which settles) would leave it.
+        let journal = std::fs::read(dir.path().join("txn.journal")).unwrap();
+        drop((log, w));
+        std::fs::write(dir.path().join("txn.journal"), journal).unwrap();
     }
     let (log, _w, report) = Log::open_with_report(dir.path(), opts(2)).unwrap();
     let mut aborted = report.aborted_txns.clone();
@@ -112,4 +115,22 @@ fn a_torn_journal_tail_is_cut() {
     let (log, _w, report) = Log::open_with_report(dir.path(), opts(2)).unwrap();
     assert_eq!(report.aborted_txns, [id]);
     assert!(payloads(&log, 0).is_empty());
+}
+
+#[test]
+fn settled_transactions_leave_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
+        let id = log.txns().new_id(2);
+        log.txns().begin(id).unwrap();
+        let a = w[0].append(&[part(id, b"a")]).unwrap();
+        let b = w[1].append(&[part(id, b"b")]).unwrap();
+        log.txns().commit(id, vec![(0, a.first.0, 1), (1, b.first.0, 1)], false).unwrap();
+        // Closing checkpoints: the parts are on disk, the transaction is settled.
+    }
+    let journal = std::fs::read(dir.path().join("txn.journal")).unwrap();
+    assert_eq!(journal.len(), storage::format::TXN_JOURNAL_HEADER_LEN, "nothing left to decide");
+    let (log, _w) = Log::open(dir.path(), opts(2)).unwrap();
+    assert_eq!((payloads(&log, 0), payloads(&log, 1)), (vec![b"a".to_vec()], vec![b"b".to_vec()]));
 }
