@@ -19,8 +19,8 @@ run_shardlog() { # format durability
     until curl -sf "127.0.0.1:$port/readyz" > /dev/null; do sleep 0.1; done
     curl -sf -XPUT "127.0.0.1:$port/v1/logs/bench" -d '{}' > /dev/null
     local out
-    out=$(wrk -t1 -c8 -d"${secs}s" --latency -s "bench/wrk/$1.lua" \
-        "http://127.0.0.1:$port/v1/logs/bench/commits?durability=$2&ids=false" | grep '^commits/s')
+    out=$(wrk -t1 -c8 -d"${secs}s" --latency -s bench/wrk/batch.lua \
+        "http://127.0.0.1:$port/v1/logs/bench/commits?durability=$2&ids=false" -- "$1" | grep '^commits/s')
     echo "| shardlog | $1, $2 | $out |"
     kill -TERM $pid; wait $pid || true
 }
