@@ -15,6 +15,7 @@ pub mod format;
 mod index;
 mod log;
 mod maintenance;
+pub mod merge;
 mod mmap;
 pub mod publish;
 pub mod recovery;
@@ -29,6 +30,7 @@ pub use format::{FrameRef, NewRecord};
 pub use log::{
     Log, LogOptions, LogStats, RecoveryReport, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX,
 };
-pub use shard::{Cursor, Record, Shard, ShardStats, Start};
+pub use merge::Merger;
+pub use shard::{Cursor, Peek, Record, Shard, ShardStats, Start};
 pub use txn::{Txns, Visibility};
 pub use writer::ShardWriter;

@@ -28,6 +28,9 @@ pub struct Shard {
     pub(crate) counters: ShardCounters,
     /// The log's transactions: frames of pending ones stop readers, aborted ones are skipped.
     pub(crate) txns: Arc<crate::txn::Txns>,
+    /// The shard's high-water mark: its writer will never append a ULID at or below it. Set
+    /// only after the bytes it covers are published.
+    high_water: Mutex<u128>,
 }
 
 /// Counters the writer and the maintenance thread keep; read them with [`Shard::stats`].
@@ -94,6 +97,7 @@ impl Shard {
             prepared: Mutex::new(None),
             counters: ShardCounters::default(),
             txns,
+            high_water: Mutex::new(0),
         }
     }
 
@@ -123,7 +127,18 @@ impl Shard {
                 (i, pos)
             }
         };
-        Cursor { shard: Arc::clone(self), segs, seg_i, pos, skip_to: target }
+        Cursor { shard: Arc::clone(self), segs, seg_i, pos, skip_to: target, peeked: None }
+    }
+
+    /// The high-water mark: no commit at or below this ULID will ever be appended to this
+    /// shard. Read it before reading the shard to know what a read covers for good.
+    pub fn high_water(&self) -> Ulid {
+        Ulid(*self.high_water.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn raise_high_water(&self, id: u128) {
+        let mut hw = self.high_water.lock().unwrap_or_else(|p| p.into_inner());
+        *hw = (*hw).max(id);
     }
 
     /// Size and counters.
@@ -184,27 +199,71 @@ pub struct Cursor {
     pos: usize,
     /// Frames below this (inclusive flag) are skipped; cleared at the first frame kept.
     skip_to: Option<(u128, bool)>,
+    /// A frame `peek` verified and `next` will return.
+    peeked: Option<(usize, FrameLayout)>,
+}
+
+/// What comes next in a shard, without consuming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// A commit with this ULID.
+    Next(Ulid),
+    /// Nothing more is published yet.
+    CaughtUp,
+    /// A part of a pending cross-shard transaction with this ULID: nothing at or after it can
+    /// be read until the transaction is decided.
+    Blocked(Ulid),
+}
+
+enum Step {
+    Ready(usize, FrameLayout),
+    CaughtUp,
+    Blocked(Ulid),
 }
 
 impl Cursor {
-    /// The next commit, or `None` when caught up with the writer. Corruption is an error naming
-    /// segment and offset.
+    /// The next commit, or `None` when caught up with the writer (or stopped at a pending
+    /// transaction). Corruption is an error naming segment and offset.
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the cursor
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
-        let Some((at, layout)) = self.advance()? else {
-            return Ok(None);
+        let (at, layout) = match self.peeked.take() {
+            Some(p) => p,
+            None => match self.advance()? {
+                Step::Ready(at, layout) => (at, layout),
+                Step::CaughtUp | Step::Blocked(_) => return Ok(None),
+            },
         };
         let seg = &self.segs[self.seg_i];
         let frame = layout.view(seg.map.read(at, at + layout.padded));
         Ok(Some(Record { frame, shard: self.shard.id }))
     }
 
+    /// What `next` would return, without consuming it.
+    pub fn peek(&mut self) -> Result<Peek> {
+        if let Some((_, layout)) = &self.peeked {
+            return Ok(Peek::Next(layout.id));
+        }
+        Ok(match self.advance()? {
+            Step::Ready(at, layout) => {
+                self.peeked = Some((at, layout));
+                Peek::Next(layout.id)
+            }
+            Step::CaughtUp => Peek::CaughtUp,
+            Step::Blocked(id) => Peek::Blocked(id),
+        })
+    }
+
+    /// The shard this cursor reads.
+    pub fn shard(&self) -> &Arc<Shard> {
+        &self.shard
+    }
+
     /// Moves past the next commit to return, verifying it; answers its offset and layout.
-    fn advance(&mut self) -> Result<Option<(usize, FrameLayout)>> {
+    fn advance(&mut self) -> Result<Step> {
         loop {
             let Some(seg) = self.segs.get(self.seg_i) else {
                 if !self.reload() {
-                    return Ok(None);
+                    return Ok(Step::CaughtUp);
                 }
                 continue;
             };
@@ -213,7 +272,7 @@ impl Cursor {
                 // Caught up with this segment: move on if a newer one exists (then this one is
                 // final), else look for one.
                 if self.seg_i + 1 >= self.segs.len() && !self.reload() {
-                    return Ok(None);
+                    return Ok(Step::CaughtUp);
                 }
                 let seg = &self.segs[self.seg_i.min(self.segs.len() - 1)];
                 if self.seg_i + 1 < self.segs.len() && self.pos >= seg.map.published() {
@@ -229,7 +288,7 @@ impl Cursor {
             if layout.flags & flags::TXN_PART != 0 {
                 match self.shard.txns.visibility(layout.aux) {
                     // Not all parts are written yet: wait here, neither return nor skip it.
-                    Visibility::Pending => return Ok(None),
+                    Visibility::Pending => return Ok(Step::Blocked(layout.id)),
                     Visibility::Aborted => {
                         self.pos += layout.padded;
                         continue;
@@ -248,7 +307,7 @@ impl Cursor {
                 }
                 self.skip_to = None;
             }
-            return Ok(Some((at, layout)));
+            return Ok(Step::Ready(at, layout));
         }
     }
 

@@ -73,6 +73,7 @@ impl ShardWriter {
         }
         let pos = map.map().published();
         let limit = limit_for(map.map().len(), cfg.index_interval_bytes);
+        shard.raise_high_water(ids.last().0);
         ShardWriter {
             shard,
             seg,
@@ -98,6 +99,18 @@ impl ShardWriter {
     /// The last ULID handed out (or recovered).
     pub fn last_id(&self) -> Ulid {
         self.ids.last()
+    }
+
+    /// For an idle writer: promises never to append at or below the last millisecond before
+    /// `now_ms`, and raises the shard's high-water mark to it, so one quiet shard does not hold
+    /// back a merged timeline. Returns the new mark.
+    pub fn advance_high_water(&mut self, now_ms: u64) -> Ulid {
+        if now_ms > 0 {
+            self.ids.advance_past(idgen::max_for_ms(now_ms - 1));
+        }
+        let mark = self.ids.last();
+        self.shard.raise_high_water(mark.0);
+        mark
     }
 
     /// Largest batch (encoded bytes) one append can take.
@@ -185,6 +198,8 @@ impl ShardWriter {
         self.seg.count.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.pos = start + total;
         self.map.publish(self.pos);
+        // After the publish: a reader that sees the mark finds every commit it covers.
+        self.shard.raise_high_water(ids.last().0);
         for &(id, off) in &self.index_scratch {
             self.seg.index.observe(id, off as usize);
         }

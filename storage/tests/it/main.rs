@@ -4,6 +4,7 @@
 mod concurrency;
 mod crash;
 mod diskfull;
+mod merge;
 mod recovery;
 mod retention;
 mod roundtrip;
