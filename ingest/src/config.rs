@@ -72,8 +72,13 @@ pub struct Config {
     pub flush_interval_ms: u64,
     /// Deadline of a write without `?timeout=`.
     pub write_timeout_ms: u64,
+    /// Deadline of a strong read without `?timeout=`.
+    pub read_timeout_ms: u64,
     /// `Retry-After` sent with `503` when writers are saturated.
     pub retry_after_s: u64,
+    /// How often idle writers advance their shards' high-water marks (the merged timeline's
+    /// watermark lags the clock by about this much when nothing is written).
+    pub idle_advance_ms: u64,
     /// How long the first response to an `Idempotency-Key` is kept.
     pub idempotency_ttl_ms: u64,
     /// Most idempotency keys kept (oldest evicted early beyond it).
@@ -104,7 +109,9 @@ impl Default for Config {
             segment_bytes: 64 << 20,
             flush_interval_ms: 100,
             write_timeout_ms: 10_000,
+            read_timeout_ms: 5_000,
             retry_after_s: 1,
+            idle_advance_ms: 50,
             idempotency_ttl_ms: 600_000,
             idempotency_keys_max: 100_000,
             idempotency_bytes_max: 256 << 20,

@@ -56,6 +56,19 @@ pub fn recover(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Idle writers advance their shards' marks on a tick (strong reads also nudge them at once).
+/// Must run inside the runtime; abort the handle to stop it.
+pub fn spawn_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_millis(state.config.idle_advance_ms.max(1));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            state.writers.nudge();
+        }
+    })
+}
+
 /// Stops the writers and closes every log. Blocking.
 pub fn stop(state: &AppState) {
     state.ready.store(false, Ordering::Release);
@@ -81,6 +94,7 @@ pub async fn run(
             Ok(()) = failed_rx => {}
         }
     };
+    let ticker = spawn_ticker(Arc::clone(&state));
     let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(until);
     let watch = async {
         let r = (&mut recovery).await;
@@ -90,6 +104,7 @@ pub async fn run(
         r
     };
     let (served, recovered) = tokio::join!(server, watch);
+    ticker.abort();
     served?;
     tracing::info!("stopping: draining writers, flushing shards");
     if let Err(e) = recovered.map_err(anyhow::Error::from).and_then(|r| r) {

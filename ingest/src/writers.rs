@@ -38,6 +38,9 @@ pub enum Job {
         /// Answered when done.
         done: std::sync::mpsc::Sender<()>,
     },
+    /// Advance the high-water mark of every shard this writer owns to the clock: an idle
+    /// shard must not hold back the merged timeline's watermark.
+    Nudge,
     /// Finish the queued work, sync every shard and stop.
     Stop,
 }
@@ -66,6 +69,8 @@ pub struct Append {
 pub struct Writers {
     queues: Vec<mpsc::Sender<Job>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// While set, `nudge` does nothing (tests stall the watermark with it).
+    nudges_held: std::sync::atomic::AtomicBool,
 }
 
 impl Writers {
@@ -84,7 +89,7 @@ impl Writers {
                     .spawn(move || run(rx, burst_max, core))?,
             );
         }
-        Ok(Writers { queues, threads: Mutex::new(threads) })
+        Ok(Writers { queues, threads: Mutex::new(threads), nudges_held: Default::default() })
     }
 
     /// Number of writers.
@@ -117,6 +122,23 @@ impl Writers {
     pub(crate) fn send_blocking(&self, w: usize, job: Job) {
         // A closed queue means the writer stopped (shutdown): nothing left to hand over to.
         let _ = self.queues[w].blocking_send(job);
+    }
+
+    /// Asks every writer to advance its shards' high-water marks now (skipping a writer whose
+    /// queue is full: it is busy, and its marks rise with its appends).
+    pub fn nudge(&self) {
+        if self.nudges_held.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        for q in &self.queues {
+            let _ = q.try_send(Job::Nudge);
+        }
+    }
+
+    /// Holds (or releases) nudges: idle shards' marks stop advancing, so the merged watermark
+    /// stalls. For tests of the read deadline; an operator has no use for it.
+    pub fn hold_nudges(&self, held: bool) {
+        self.nudges_held.store(held, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Syncs and drops every shard of `log`, waiting until done. Blocking.
@@ -189,6 +211,12 @@ fn run(mut rx: mpsc::Receiver<Job>, burst_max: usize, core: Option<usize>) {
                         }
                     }
                     let _ = done.send(());
+                }
+                Job::Nudge => {
+                    let now = idgen::Clock::now_ms(&idgen::SystemClock);
+                    for w in shards.values_mut() {
+                        w.advance_high_water(now);
+                    }
                 }
                 Job::Stop => stop = true,
             }

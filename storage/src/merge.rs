@@ -57,11 +57,14 @@ impl Merger {
         Merger { cursors, heap: BinaryHeap::new(), queued }
     }
 
-    /// The watermark now: every commit at or below it is known (returned already or waiting
-    /// in the heap) and will never be joined by another below it.
+    /// The watermark now: no commit at or below it can still be added to any shard (each
+    /// shard's high-water mark bounds it, and so does a pending transaction part a cursor has
+    /// stopped at). Commits at or below it that this merger has not returned yet are readable.
     pub fn watermark(&mut self) -> Result<Ulid> {
         let bound = self.refill()?;
-        Ok(self.heap.peek().map_or(bound, |Reverse(k)| bound.min(k.0)))
+        let marks =
+            self.cursors.iter().map(|c| c.shard().high_water()).min().unwrap_or(Ulid(u128::MAX));
+        Ok(bound.min(marks))
     }
 
     /// Queues the next commit of every shard that has one and returns the bound the others

@@ -8,6 +8,7 @@ pub mod error;
 mod ingest;
 mod logs;
 mod read;
+mod timeline;
 
 use crate::config::Config;
 use crate::logs::Registry;
@@ -56,6 +57,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/commits", post(ingest::post_commits))
         .route("/v1/logs/{log}/commits/{id}", get(read::commit_by_id))
         .route("/v1/logs/{log}/shards/{shard}/commits", get(read::shard_commits))
+        .route("/v1/logs/{log}/timeline", get(timeline::timeline))
         .fallback(|| async { ApiError::NotFound { what: "route".into() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

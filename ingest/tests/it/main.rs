@@ -3,6 +3,7 @@
 
 mod api;
 mod process;
+mod timeline;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -18,6 +19,7 @@ use tower::ServiceExt;
 pub struct TestApp {
     pub state: Arc<AppState>,
     pub dir: tempfile::TempDir,
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
@@ -33,7 +35,8 @@ impl TestApp {
         tweak(&mut c);
         let state = ingest::server::state(c.resolve().unwrap()).unwrap();
         tokio::task::block_in_place(|| ingest::server::recover(&state)).unwrap();
-        TestApp { state, dir }
+        let ticker = ingest::server::spawn_ticker(Arc::clone(&state));
+        TestApp { state, dir, ticker }
     }
 
     /// Sends a request; returns status, headers and body (JSON when it parses).
@@ -65,6 +68,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.ticker.abort();
         tokio::task::block_in_place(|| ingest::server::stop(&self.state));
     }
 }

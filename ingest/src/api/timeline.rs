@@ -1,0 +1,178 @@
+//! `GET /v1/logs/{log}/timeline`: the merged, ULID-ordered timeline across shards, one page at a
+//! time, with strong or eventual consistency under a deadline.
+//!
+//! A page holds only commits at or below the merged watermark (`storage::merge`), so it never
+//! changes once served and `next` continues exactly after it. `strong` first waits until every
+//! shard's high-water mark has passed what every shard had published when the request arrived
+//! (nudging idle writers so that takes about a millisecond, not a tick); past `timeout` it
+//! answers `504`, or with `fallback=eventual` the eventual page, marked as such. `eventual`
+//! never waits.
+
+use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render};
+use super::{AppState, blocking, check_name, parse_duration_ms};
+use crate::api::error::ApiError;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use idgen::Ulid;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::{Merger, Start};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TimelineQuery {
+    after: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    key: Option<String>,
+    consistency: Option<String>,
+    timeout: Option<String>,
+    fallback: Option<String>,
+}
+
+fn bound(name: &str, text: &str) -> Result<Ulid, ApiError> {
+    idgen::parse_ulid_or_time(text)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}")))
+}
+
+pub(super) async fn timeline(
+    State(st): State<Arc<AppState>>,
+    Path(log): Path<String>,
+    query: Result<Query<TimelineQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name(&log)?;
+    st.check_ready()?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let start = match (q.after.as_deref(), q.from.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_query", "give after or from, not both"));
+        }
+        (Some(a), None) => Start::After(bound("after", a)?),
+        (None, Some(f)) => Start::From(bound("from", f)?),
+        (None, None) => Start::Beginning,
+    };
+    let to = q.to.as_deref().map(|t| bound("to", t)).transpose()?;
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be in 1..={PAGE_LIMIT_MAX}"),
+        ));
+    }
+    let strong = match q.consistency.as_deref() {
+        None | Some("strong") => true,
+        Some("eventual") => false,
+        Some(o) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("consistency {o:?} is not strong or eventual"),
+            ));
+        }
+    };
+    let fallback = match q.fallback.as_deref() {
+        None => false,
+        Some("eventual") => true,
+        Some(o) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("fallback {o:?} is not eventual"),
+            ));
+        }
+    };
+    let timeout_ms = match q.timeout.as_deref() {
+        None => st.config.read_timeout_ms,
+        Some(t) => parse_duration_ms(t).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("timeout {t:?} is not a duration like 250ms or 2s"),
+            )
+        })?,
+    };
+    let key = q.key.map(String::into_bytes);
+
+    // What "acknowledged before the request arrived" covers: each shard's mark now.
+    let target = entry.log.shards().iter().map(|s| s.high_water()).max().unwrap_or(Ulid(0));
+    let mut consistency = "strong";
+    if strong {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let settled =
+                entry.log.shards().iter().map(|s| s.high_water()).min().unwrap_or(Ulid(0));
+            if settled >= target {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if !fallback {
+                    return Err(ApiError::Deadline { timeout_ms });
+                }
+                consistency = "eventual";
+                break;
+            }
+            st.writers.nudge();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    } else {
+        consistency = "eventual";
+    }
+
+    let (commits, watermark) = blocking(move || {
+        let mut merger = Merger::new(entry.log.shards(), start);
+        let mut commits = Vec::new();
+        let mut last = None;
+        while commits.len() < limit {
+            let Some(r) = merger.next()? else { break };
+            if to.is_some_and(|t| r.frame.id >= t) {
+                break;
+            }
+            last = Some(r.frame.id);
+            if key.as_deref().is_none_or(|k| r.frame.key == k) {
+                commits.push(render(&r));
+            }
+        }
+        let watermark = merger.watermark()?;
+        Ok((commits, (last, watermark)))
+    })
+    .await?;
+    let (last, watermark) = watermark;
+    let next = last.map(|id| id.to_string());
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
+    if ndjson {
+        let mut body = String::new();
+        for c in &commits {
+            body.push_str(&c.to_string());
+            body.push('\n');
+        }
+        let mut resp = body.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        if let Some(n) = &next {
+            h.insert("x-shardlog-next", HeaderValue::from_str(n).expect("ULIDs are ASCII"));
+        }
+        h.insert(
+            "x-shardlog-watermark",
+            HeaderValue::from_str(&watermark.to_string()).expect("ULIDs are ASCII"),
+        );
+        h.insert(
+            "x-shardlog-consistency",
+            HeaderValue::from_static(if consistency == "strong" { "strong" } else { "eventual" }),
+        );
+        return Ok(resp);
+    }
+    let body: Value = json!({
+        "commits": commits,
+        "next": next,
+        "watermark": watermark.to_string(),
+        "consistency": consistency,
+    });
+    Ok(axum::Json(body).into_response())
+}
