@@ -26,6 +26,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
     let registry = Registry::new(&config.data_dir, opts)?;
     let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
     let body_budget = tokio::sync::Semaphore::new(kib);
+    let config_dir = config.data_dir.clone();
     let idempotency = crate::idempotency::Idempotency::open(
         &config.data_dir,
         config.idempotency_ttl_ms,
@@ -40,6 +41,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         ready: AtomicBool::new(false),
         body_budget,
         idempotency,
+        consumers: crate::consumers::Consumers::new(&config_dir)?,
     }))
 }
 

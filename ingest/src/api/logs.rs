@@ -118,6 +118,7 @@ pub(super) async fn delete(
     let st2 = Arc::clone(&st);
     let name = log.clone();
     let existed = blocking(move || {
+        st2.consumers.delete_log(&name).map_err(|e| ApiError::Internal(e.to_string()))?;
         st2.registry.delete(&name, &st2.writers).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await?;

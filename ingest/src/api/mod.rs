@@ -8,6 +8,7 @@ pub mod error;
 mod ingest;
 mod logs;
 mod read;
+mod tail;
 mod timeline;
 
 use crate::config::Config;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub body_budget: tokio::sync::Semaphore,
     /// First responses of requests with an `Idempotency-Key`.
     pub idempotency: crate::idempotency::Idempotency,
+    /// Durable consumer cursors.
+    pub consumers: crate::consumers::Consumers,
 }
 
 impl AppState {
@@ -58,6 +61,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/commits/{id}", get(read::commit_by_id))
         .route("/v1/logs/{log}/shards/{shard}/commits", get(read::shard_commits))
         .route("/v1/logs/{log}/timeline", get(timeline::timeline))
+        .route("/v1/logs/{log}/tail", get(tail::tail))
+        .route("/v1/logs/{log}/consumers/{name}", get(tail::get_consumer).put(tail::put_consumer))
         .fallback(|| async { ApiError::NotFound { what: "route".into() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -3,6 +3,7 @@
 
 mod api;
 mod process;
+mod tail;
 mod timeline;
 
 use axum::body::Body;

@@ -1,0 +1,202 @@
+//! Tails and consumers: `GET /v1/logs/{log}/tail` streams the merged timeline live as
+//! server-sent events (`id:` = the commit's ULID, so `Last-Event-ID` resumes exactly) or NDJSON,
+//! and `PUT/GET /v1/logs/{log}/consumers/{name}` store and read durable cursors.
+//!
+//! Each tail owns a merger and reads only what is final (at or below the watermark), so a
+//! reconnect with the last ID seen misses nothing and repeats nothing. A tail sends through a
+//! bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
+//! `TAIL_STALL_MS` is disconnected, never buffered without limit. What it is not (yet): one
+//! shared merger feeding many tails.
+
+use super::read::render;
+use super::{AppState, blocking, check_name};
+use crate::api::error::ApiError;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use idgen::Ulid;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::{Merger, Start};
+
+/// Chunks a tail may have queued for a slow client.
+pub const TAIL_CHUNKS_MAX: usize = 16;
+/// Commits read into one chunk at most.
+pub const TAIL_CHUNK_COMMITS_MAX: usize = 500;
+/// A client that takes no chunk for this long is disconnected.
+pub const TAIL_STALL_MS: u64 = 30_000;
+/// Pause between polls when nothing new is final.
+pub const TAIL_POLL_MS: u64 = 5;
+/// A comment line is sent when idle this long, to keep proxies from closing the stream.
+pub const TAIL_KEEPALIVE_MS: u64 = 15_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TailQuery {
+    after: Option<String>,
+    key: Option<String>,
+    consumer: Option<String>,
+}
+
+pub(super) async fn tail(
+    State(st): State<Arc<AppState>>,
+    Path(log): Path<String>,
+    query: Result<Query<TailQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name(&log)?;
+    st.check_ready()?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let start = match (q.after.as_deref(), last_event.as_deref(), q.consumer.as_deref()) {
+        (Some("now"), _, _) => {
+            let end = entry.log.shards().iter().map(|s| s.high_water()).max().unwrap_or(Ulid(0));
+            Start::After(end)
+        }
+        (Some(a), _, _) => Start::After(parse(a, "after")?),
+        (None, Some(id), _) => Start::After(parse(id, "Last-Event-ID")?),
+        (None, None, Some(name)) => {
+            check_name(name)?;
+            let (st2, log2, name2) = (Arc::clone(&st), log.clone(), name.to_owned());
+            let cursor = blocking(move || {
+                st2.consumers.get(&log2, &name2).map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .await?;
+            cursor.map_or(Start::Beginning, Start::After)
+        }
+        (None, None, None) => Start::Beginning,
+    };
+    let sse = !headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
+    let key = q.key.map(String::into_bytes);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(TAIL_CHUNKS_MAX);
+    let merger = Merger::new(entry.log.shards(), start);
+    tokio::spawn(feed(merger, key, sse, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    let ct = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
+    idgen::parse(text).ok_or_else(|| {
+        ApiError::bad_request("invalid_query", format!("{what} {text:?} is not a ULID"))
+    })
+}
+
+/// Reads final commits and sends them until the client goes away or stalls.
+async fn feed(
+    mut merger: Merger,
+    key: Option<Vec<u8>>,
+    sse: bool,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let key = Arc::new(key);
+    let mut idle_ms = 0;
+    loop {
+        let k = Arc::clone(&key);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = String::new();
+            let mut n = 0;
+            while n < TAIL_CHUNK_COMMITS_MAX {
+                let Some(r) = merger.next()? else { break };
+                n += 1;
+                if k.as_deref().is_some_and(|k| r.frame.key != k) {
+                    continue;
+                }
+                let line = render(&r).to_string();
+                if sse {
+                    out.push_str(&format!("id: {}\nevent: commit\ndata: {line}\n\n", r.frame.id));
+                } else {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            Ok::<_, storage::StorageError>((merger, n, out))
+        })
+        .await;
+        let Ok(Ok((m, n, out))) = read else { return };
+        merger = m;
+        if !out.is_empty() {
+            idle_ms = 0;
+            let sent = tokio::time::timeout(
+                Duration::from_millis(TAIL_STALL_MS),
+                tx.send(Bytes::from(out)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return; // gone, or too slow: disconnect rather than buffer
+            }
+        }
+        if n < TAIL_CHUNK_COMMITS_MAX {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
+            idle_ms += TAIL_POLL_MS;
+            if sse && idle_ms >= TAIL_KEEPALIVE_MS {
+                idle_ms = 0;
+                if tx.try_send(Bytes::from_static(b": keepalive\n\n")).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CursorBody {
+    cursor: String,
+}
+
+pub(super) async fn put_consumer(
+    State(st): State<Arc<AppState>>,
+    Path((log, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_name(&log)?;
+    check_name(&name)?;
+    st.check_ready()?;
+    st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let b: CursorBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("expected {{\"cursor\": \"<ULID>\"}}: {e}"))
+    })?;
+    let cursor = parse(&b.cursor, "cursor")?;
+    let (st2, log2, name2) = (Arc::clone(&st), log.clone(), name.clone());
+    blocking(move || {
+        st2.consumers.put(&log2, &name2, cursor).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({ "name": name, "cursor": cursor.to_string() })))
+}
+
+pub(super) async fn get_consumer(
+    State(st): State<Arc<AppState>>,
+    Path((log, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_name(&log)?;
+    check_name(&name)?;
+    st.check_ready()?;
+    st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let (st2, log2, name2) = (Arc::clone(&st), log.clone(), name.clone());
+    let cursor = blocking(move || {
+        st2.consumers.get(&log2, &name2).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?;
+    let cursor =
+        cursor.ok_or(ApiError::NotFound { what: format!("consumer {name:?} of log {log:?}") })?;
+    Ok(Json(json!({ "name": name, "cursor": cursor.to_string() })))
+}

@@ -1,0 +1,55 @@
+//! Durable consumer cursors: `{data_dir}/consumers/{log}/{name}` holds a consumer's last
+//! processed ULID as text. Written atomically (temporary file, fsync, rename, directory fsync),
+//! so a cursor survives restarts and never expires; deleting the log deletes its consumers.
+//!
+//! What it is not: a consumer group. A cursor moves only when its consumer stores it.
+
+use idgen::Ulid;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The consumer store of a data directory.
+#[derive(Debug)]
+pub struct Consumers {
+    dir: PathBuf,
+}
+
+impl Consumers {
+    /// Consumers under `{data_dir}/consumers`.
+    pub fn new(data_dir: &Path) -> std::io::Result<Consumers> {
+        let dir = data_dir.join("consumers");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Consumers { dir })
+    }
+
+    /// Stores `cursor` for consumer `name` of `log`, durably. Blocking.
+    pub fn put(&self, log: &str, name: &str, cursor: Ulid) -> std::io::Result<()> {
+        let dir = self.dir.join(log);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{cursor}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        std::fs::File::open(&dir)?.sync_all()
+    }
+
+    /// The stored cursor of consumer `name` of `log`, if any. Blocking.
+    pub fn get(&self, log: &str, name: &str) -> std::io::Result<Option<Ulid>> {
+        match std::fs::read_to_string(self.dir.join(log).join(name)) {
+            Ok(text) => idgen::parse(text.trim()).map(Some).ok_or_else(|| {
+                std::io::Error::other(format!("consumer {name} of {log}: bad cursor file"))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets every consumer of `log`. Blocking.
+    pub fn delete_log(&self, log: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir.join(log)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
