@@ -8,7 +8,7 @@
 //! `TAIL_STALL_MS` is disconnected, never buffered without limit. What it is not (yet): one
 //! shared merger feeding many tails.
 
-use super::read::render;
+use super::read::render_into;
 use super::{AppState, blocking, check_name};
 use crate::api::error::ApiError;
 use axum::Json;
@@ -108,7 +108,7 @@ async fn feed(
     loop {
         let k = Arc::clone(&key);
         let read = tokio::task::spawn_blocking(move || {
-            let mut out = String::new();
+            let mut out = Vec::new();
             let mut n = 0;
             while n < TAIL_CHUNK_COMMITS_MAX {
                 let Some(r) = merger.next()? else { break };
@@ -116,12 +116,15 @@ async fn feed(
                 if k.as_deref().is_some_and(|k| r.frame.key != k) {
                     continue;
                 }
-                let line = render(&r).to_string();
                 if sse {
-                    out.push_str(&format!("id: {}\nevent: commit\ndata: {line}\n\n", r.frame.id));
+                    out.extend_from_slice(b"id: ");
+                    out.extend_from_slice(&idgen::encode(r.frame.id));
+                    out.extend_from_slice(b"\nevent: commit\ndata: ");
+                    render_into(&mut out, &r);
+                    out.extend_from_slice(b"\n\n");
                 } else {
-                    out.push_str(&line);
-                    out.push('\n');
+                    render_into(&mut out, &r);
+                    out.push(b'\n');
                 }
             }
             Ok::<_, storage::StorageError>((merger, n, out))

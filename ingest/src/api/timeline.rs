@@ -8,7 +8,7 @@
 //! answers `504`, or with `fallback=eventual` the eventual page, marked as such. `eventual`
 //! never waits.
 
-use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render};
+use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
 use super::{AppState, blocking, check_name, parse_duration_ms};
 use crate::api::error::ApiError;
 use axum::extract::rejection::QueryRejection;
@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use idgen::Ulid;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::{Merger, Start};
@@ -122,36 +121,42 @@ pub(super) async fn timeline(
         consistency = "eventual";
     }
 
-    let (commits, watermark) = blocking(move || {
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
+    // The page is rendered straight into its body: one commit a line (NDJSON) or the items of
+    // the `commits` array.
+    let (body, last, watermark) = blocking(move || {
         let mut merger = Merger::new(entry.log.shards(), start);
-        let mut commits = Vec::new();
+        let mut body = Vec::with_capacity(limit.min(1024) * 200);
+        let mut n = 0;
         let mut last = None;
-        while commits.len() < limit {
+        while n < limit {
             let Some(r) = merger.next()? else { break };
             if to.is_some_and(|t| r.frame.id >= t) {
                 break;
             }
             last = Some(r.frame.id);
             if key.as_deref().is_none_or(|k| r.frame.key == k) {
-                commits.push(render(&r));
+                if !ndjson && n > 0 {
+                    body.push(b',');
+                }
+                render_into(&mut body, &r);
+                if ndjson {
+                    body.push(b'\n');
+                }
+                n += 1;
             }
         }
         let watermark = merger.watermark()?;
-        Ok((commits, (last, watermark)))
+        Ok((body, last, watermark))
     })
     .await?;
-    let (last, watermark) = watermark;
     let next = last.map(|id| id.to_string());
-    let ndjson = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/x-ndjson"));
+    let consistency_header =
+        HeaderValue::from_static(if consistency == "strong" { "strong" } else { "eventual" });
     if ndjson {
-        let mut body = String::new();
-        for c in &commits {
-            body.push_str(&c.to_string());
-            body.push('\n');
-        }
         let mut resp = body.into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -162,17 +167,18 @@ pub(super) async fn timeline(
             "x-shardlog-watermark",
             HeaderValue::from_str(&watermark.to_string()).expect("ULIDs are ASCII"),
         );
-        h.insert(
-            "x-shardlog-consistency",
-            HeaderValue::from_static(if consistency == "strong" { "strong" } else { "eventual" }),
-        );
+        h.insert("x-shardlog-consistency", consistency_header);
         return Ok(resp);
     }
-    let body: Value = json!({
-        "commits": commits,
-        "next": next,
-        "watermark": watermark.to_string(),
-        "consistency": consistency,
-    });
-    Ok(axum::Json(body).into_response())
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(b"{\"commits\":[");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"],\"next\":");
+    out.extend_from_slice(serde_json::to_string(&next).expect("serialises").as_bytes());
+    out.extend_from_slice(
+        format!(",\"watermark\":\"{watermark}\",\"consistency\":\"{consistency}\"}}").as_bytes(),
+    );
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
 }
