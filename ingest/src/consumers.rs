@@ -26,7 +26,9 @@ impl Consumers {
     pub fn put(&self, log: &str, name: &str, cursor: Ulid) -> std::io::Result<()> {
         let dir = self.dir.join(log);
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{name}.tmp"));
+        // Names never start with a dot: this temporary name is nobody's consumer, and the
+        // random part keeps concurrent writes of one consumer apart.
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(format!("{cursor}\n").as_bytes())?;
         f.sync_all()?;

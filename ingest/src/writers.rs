@@ -71,6 +71,9 @@ pub struct Writers {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// While set, `nudge` does nothing (tests stall the watermark with it).
     nudges_held: std::sync::atomic::AtomicBool,
+    /// Per writer: a nudge is queued and not yet handled (so waiting reads never flood a
+    /// queue with nudges).
+    nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>>,
 }
 
 impl Writers {
@@ -79,17 +82,25 @@ impl Writers {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
+        let nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>> =
+            Arc::new((0..n).map(|_| Default::default()).collect());
         for w in 0..n {
             let (tx, rx) = mpsc::channel(depth);
             queues.push(tx);
             let core = (n <= cores).then_some(w);
+            let pending = Arc::clone(&nudge_pending);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shardlog-writer-{w}"))
-                    .spawn(move || run(rx, burst_max, core))?,
+                    .spawn(move || run(rx, burst_max, core, &pending[w]))?,
             );
         }
-        Ok(Writers { queues, threads: Mutex::new(threads), nudges_held: Default::default() })
+        Ok(Writers {
+            queues,
+            threads: Mutex::new(threads),
+            nudges_held: Default::default(),
+            nudge_pending,
+        })
     }
 
     /// Number of writers.
@@ -130,8 +141,12 @@ impl Writers {
         if self.nudges_held.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        for q in &self.queues {
-            let _ = q.try_send(Job::Nudge);
+        for (q, pending) in self.queues.iter().zip(self.nudge_pending.iter()) {
+            if !pending.swap(true, std::sync::atomic::Ordering::AcqRel)
+                && q.try_send(Job::Nudge).is_err()
+            {
+                pending.store(false, std::sync::atomic::Ordering::Release);
+            }
         }
     }
 
@@ -168,7 +183,12 @@ impl Writers {
 }
 
 /// A writer thread's loop; ends when every sender of its queue is gone.
-fn run(mut rx: mpsc::Receiver<Job>, burst_max: usize, core: Option<usize>) {
+fn run(
+    mut rx: mpsc::Receiver<Job>,
+    burst_max: usize,
+    core: Option<usize>,
+    nudge_pending: &std::sync::atomic::AtomicBool,
+) {
     if let Some(c) = core {
         let mut set = rustix::thread::CpuSet::new();
         set.set(c);
@@ -213,6 +233,7 @@ fn run(mut rx: mpsc::Receiver<Job>, burst_max: usize, core: Option<usize>) {
                     let _ = done.send(());
                 }
                 Job::Nudge => {
+                    nudge_pending.store(false, std::sync::atomic::Ordering::Release);
                     let now = idgen::Clock::now_ms(&idgen::SystemClock);
                     for w in shards.values_mut() {
                         w.advance_high_water(now);

@@ -6,7 +6,7 @@
 //! the background flush. Readers take a [`Cursor`] from a [`Shard`] and read without locks.
 //!
 //! What it is not: async (no tokio, no axum — the service reaches shards through its own
-//! writer threads), a cross-shard merger, or a network protocol. Only [`format`] encodes or
+//! writer threads) or a network protocol. [`Merger`] merges shards by ULID under a watermark. Only [`format`] encodes or
 //! decodes bytes; only `mmap` contains `unsafe`.
 
 mod checkpoint;

@@ -39,9 +39,14 @@ fn describe(e: &LogEntry) -> Value {
         "commits": stats.commits,
         "bytes": stats.bytes,
         "segments": stats.segments,
-        // The merged timeline's watermark arrives with the merger; until then none is claimed.
-        "watermark": Value::Null,
+        "watermark": watermark(e),
     })
+}
+
+/// The log's watermark: no commit at or below it can still be added to any shard.
+fn watermark(e: &LogEntry) -> Value {
+    let w = e.log.shards().iter().map(|s| s.high_water()).min();
+    w.map_or(Value::Null, |w| Value::String(w.to_string()))
 }
 
 pub(super) async fn list(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {

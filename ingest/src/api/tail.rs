@@ -54,15 +54,18 @@ pub(super) async fn tail(
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let start = match (q.after.as_deref(), last_event.as_deref(), q.consumer.as_deref()) {
-        (Some("now"), _, _) => {
-            let end = entry.log.shards().iter().map(|s| s.high_water()).max().unwrap_or(Ulid(0));
+    // A reconnecting client's Last-Event-ID wins over the URL it reconnects to.
+    let start = match (last_event.as_deref(), q.after.as_deref(), q.consumer.as_deref()) {
+        (Some(id), _, _) => Start::After(parse(id, "Last-Event-ID")?),
+        (None, Some("now"), _) => {
+            // The watermark: everything after it is still to come. (Starting after the highest
+            // shard mark instead could skip a commit a lagging shard appends below it.)
+            let end = entry.log.shards().iter().map(|s| s.high_water()).min().unwrap_or(Ulid(0));
             Start::After(end)
         }
-        (Some(a), _, _) => Start::After(parse(a, "after")?),
-        (None, Some(id), _) => Start::After(parse(id, "Last-Event-ID")?),
+        (None, Some(a), _) => Start::After(parse(a, "after")?),
         (None, None, Some(name)) => {
-            check_name(name)?;
+            check_consumer(name)?;
             let (st2, log2, name2) = (Arc::clone(&st), log.clone(), name.to_owned());
             let cursor = blocking(move || {
                 st2.consumers.get(&log2, &name2).map_err(|e| ApiError::Internal(e.to_string()))
@@ -88,6 +91,17 @@ pub(super) async fn tail(
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+/// Consumer names follow the log-name rule.
+fn check_consumer(name: &str) -> Result<(), ApiError> {
+    if crate::logs::valid_name(name) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_consumer_name",
+        format!("consumer name {name:?} must match [a-z0-9][a-z0-9._-]{{0,127}}"),
+    ))
 }
 
 fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
@@ -171,7 +185,7 @@ pub(super) async fn put_consumer(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_name(&log)?;
-    check_name(&name)?;
+    check_consumer(&name)?;
     st.check_ready()?;
     st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     let b: CursorBody = serde_json::from_slice(&body).map_err(|e| {
@@ -191,7 +205,7 @@ pub(super) async fn get_consumer(
     Path((log, name)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_name(&log)?;
-    check_name(&name)?;
+    check_consumer(&name)?;
     st.check_ready()?;
     st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     let (st2, log2, name2) = (Arc::clone(&st), log.clone(), name.clone());

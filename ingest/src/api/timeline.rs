@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use storage::{Merger, Start};
 
+/// Most commits one timeline request reads (matters with `key=`, which may skip most).
+pub const TIMELINE_SCAN_MAX: usize = 100_000;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TimelineQuery {
@@ -132,8 +135,12 @@ pub(super) async fn timeline(
         let mut body = Vec::with_capacity(limit.min(1024) * 200);
         let mut n = 0;
         let mut last = None;
-        while n < limit {
+        let mut scanned = 0;
+        // A key filter may skip many commits: bound the work of one request; `next` still
+        // points after what was scanned.
+        while n < limit && scanned < TIMELINE_SCAN_MAX {
             let Some(r) = merger.next()? else { break };
+            scanned += 1;
             if to.is_some_and(|t| r.frame.id >= t) {
                 break;
             }

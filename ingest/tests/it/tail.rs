@@ -125,3 +125,24 @@ fn consumer_cursors_survive_a_restart_and_resume_a_tail() {
     resumed.truncate(5);
     assert_eq!(resumed, all[25..30]);
 }
+
+#[test]
+fn last_event_id_wins_over_after_and_consumer_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--default-shards", "2"]);
+    let mut all = write(&server.addr, 0, 6);
+    all.sort();
+    let mut resumed = tail(
+        &server.addr,
+        &format!("/v1/logs/tl/tail?after={}", all[0]),
+        &format!("last-event-id: {}\r\n", all[3]),
+        2,
+    );
+    resumed.truncate(2);
+    assert_eq!(resumed, all[4..6]);
+    let (s, _, v) = request(&server.addr, "GET", "/v1/logs/tl/consumers/Bad!", None, b"").unwrap();
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_consumer_name")));
+    let (s, _, v) = request(&server.addr, "GET", "/v1/logs/tl", None, b"").unwrap();
+    assert_eq!(s, 200);
+    assert!(v["watermark"].as_str().unwrap() >= all[5].as_str(), "{v}");
+}
