@@ -136,6 +136,17 @@ impl Shard {
         Ulid(*self.high_water.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The first ULID still stored if retention has removed older segments of this shard
+    /// (their sequence numbers no longer start at 1), else `None`: commits below it are gone.
+    pub fn retained_from(&self) -> Option<Ulid> {
+        let segs = self.segments.load();
+        if segs.first().is_none_or(|s| s.seq <= 1) {
+            return None;
+        }
+        let first = segs.iter().find_map(|s| s.first_id.get().copied());
+        Some(first.map_or_else(|| self.high_water(), Ulid))
+    }
+
     pub(crate) fn raise_high_water(&self, id: u128) {
         let mut hw = self.high_water.lock().unwrap_or_else(|p| p.into_inner());
         *hw = (*hw).max(id);

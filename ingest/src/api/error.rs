@@ -95,6 +95,17 @@ pub enum ApiError {
         /// Seconds.
         retry_after_s: u64,
     },
+    /// The cursor is older than what retention kept: the commits before `retained_from` are
+    /// gone.
+    #[error(
+        "cursor {cursor} is older than what retention kept: commits before {retained_from} are gone"
+    )]
+    CursorExpired {
+        /// The cursor asked for.
+        cursor: String,
+        /// The first commit still kept (in the shard that lost most).
+        retained_from: String,
+    },
     /// The deadline passed before the request could be answered.
     #[error("deadline of {timeout_ms} ms exceeded")]
     Deadline {
@@ -137,6 +148,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::CursorExpired { .. } => (StatusCode::GONE, "cursor_expired"),
             ApiError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -168,7 +180,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        let mut body = serde_json::json!({ "error": { "code": code, "message": message } });
+        if let ApiError::CursorExpired { retained_from, .. } = &self {
+            body["error"]["gone"] = serde_json::json!({ "before": retained_from });
+        }
         let mut resp = (status, axum::Json(body)).into_response();
         let retry = match self {
             ApiError::Overloaded { retry_after_s } => Some(retry_after_s),

@@ -105,6 +105,33 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// `410 cursor_expired` when reading from `start` would silently skip commits retention
+/// removed: some shard lost commits after the cursor.
+pub(crate) fn check_not_expired(
+    entry: &crate::logs::LogEntry,
+    start: storage::Start,
+) -> Result<(), ApiError> {
+    let cursor = match start {
+        storage::Start::Beginning => return Ok(()),
+        storage::Start::After(c) => c,
+        storage::Start::From(c) => idgen::Ulid(c.0.saturating_sub(1)),
+    };
+    let lost = entry
+        .log
+        .shards()
+        .iter()
+        .filter_map(|s| s.retained_from())
+        .filter(|&from| cursor.0.saturating_add(1) < from.0)
+        .max();
+    match lost {
+        Some(from) => Err(ApiError::CursorExpired {
+            cursor: cursor.to_string(),
+            retained_from: from.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks a log name from the path.
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if crate::logs::valid_name(name) {

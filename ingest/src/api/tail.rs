@@ -75,6 +75,9 @@ pub(super) async fn tail(
         }
         (None, None, None) => Start::Beginning,
     };
+    if !matches!(q.after.as_deref(), Some("now")) || last_event.is_some() {
+        super::check_not_expired(&entry, start)?;
+    }
     let sse = !headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

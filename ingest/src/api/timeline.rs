@@ -61,6 +61,9 @@ pub(super) async fn timeline(
         (None, None) => Start::Beginning,
     };
     let to = q.to.as_deref().map(|t| bound("to", t)).transpose()?;
+    if q.after.is_some() {
+        super::check_not_expired(&entry, start)?;
+    }
     let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(ApiError::bad_request(

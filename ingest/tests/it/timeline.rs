@@ -205,3 +205,39 @@ async fn timeline_parameters_are_checked_and_ndjson_is_served() {
     let (s, v) = t.call("GET", "/v1/logs/none/timeline", None, "").await;
     assert_eq!((s, code(&v)), (S::NOT_FOUND, "log_not_found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_retention_gets_410_with_the_range_gone() {
+    let t = TestApp::new(|c| {
+        c.segment_bytes = 64 * 1024;
+        c.commit_bytes_max = 16 * 1024;
+    });
+    let (s, _) = t
+        .call("PUT", "/v1/logs/r", JS, r#"{"shards": 1, "retention": {"max_bytes": 100000}}"#)
+        .await;
+    assert_eq!(s, S::CREATED);
+    let mut ids = Vec::new();
+    for round in 0..30 {
+        ids.extend(write_keys(&t, "r", round, 50).await);
+    }
+    let entry = t.state.registry.get("r").unwrap();
+    let retired = tokio::task::block_in_place(|| entry.log.apply_retention(u64::MAX / 2)).unwrap();
+    assert!(retired > 0);
+    let kept = entry.log.shard(0).retained_from().unwrap().to_string();
+    let (s, v) = t.call("GET", &format!("/v1/logs/r/timeline?after={}", ids[0]), None, "").await;
+    assert_eq!((s, code(&v)), (S::GONE, "cursor_expired"), "{v}");
+    assert_eq!(v["error"]["gone"]["before"], kept.as_str());
+    let req = Request::builder()
+        .uri(format!("/v1/logs/r/tail?after={}", ids[0]))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, v) = t.send(req).await;
+    assert_eq!((s, code(&v)), (S::GONE, "cursor_expired"));
+    // From the start, or from a cursor inside what is kept, reading works.
+    let (s, v) = t.call("GET", "/v1/logs/r/timeline?limit=1", None, "").await;
+    assert_eq!((s, v["commits"][0]["id"].as_str()), (S::OK, Some(kept.as_str())));
+    let (s, _) = t
+        .call("GET", &format!("/v1/logs/r/timeline?after={}", ids.last().unwrap()), None, "")
+        .await;
+    assert_eq!(s, S::OK);
+}

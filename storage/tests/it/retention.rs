@@ -18,6 +18,7 @@ fn max_bytes_retires_oldest_sealed_segments() {
     }
     let before = log.stats();
     assert!(before.bytes > 150 * 1024);
+    assert_eq!(log.shard(0).retained_from(), None, "nothing removed yet");
     let retired = log.apply_retention(0).unwrap();
     assert!(retired > 0);
     let after = log.stats();
@@ -28,6 +29,7 @@ fn max_bytes_retires_oldest_sealed_segments() {
     assert_eq!(left.len() as u64, after.commits);
     assert_eq!(left.last().unwrap().1, payload(999, 3, 4));
     assert_eq!(after.shards[0].first_id, Some(left[0].0));
+    assert_eq!(log.shard(0).retained_from(), Some(left[0].0), "commits before it are gone");
     // Retired files went to the recycle pool and the next roll reuses them.
     let recycled = std::fs::read_dir(dir.path().join("recycle")).unwrap().count();
     assert!(recycled > 0);
