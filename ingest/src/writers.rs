@@ -74,6 +74,8 @@ pub struct Writers {
     /// Per writer: a nudge is queued and not yet handled (so waiting reads never flood a
     /// queue with nudges).
     nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>>,
+    /// The highest ULID a waiting strong read asked the marks to reach.
+    nudge_target: Arc<Mutex<u128>>,
 }
 
 impl Writers {
@@ -84,15 +86,17 @@ impl Writers {
         let mut threads = Vec::with_capacity(n);
         let nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>> =
             Arc::new((0..n).map(|_| Default::default()).collect());
+        let nudge_target = Arc::new(Mutex::new(0u128));
         for w in 0..n {
             let (tx, rx) = mpsc::channel(depth);
             queues.push(tx);
             let core = (n <= cores).then_some(w);
             let pending = Arc::clone(&nudge_pending);
+            let target = Arc::clone(&nudge_target);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shardlog-writer-{w}"))
-                    .spawn(move || run(rx, burst_max, core, &pending[w]))?,
+                    .spawn(move || run(rx, burst_max, core, &pending[w], &target))?,
             );
         }
         Ok(Writers {
@@ -100,6 +104,7 @@ impl Writers {
             threads: Mutex::new(threads),
             nudges_held: Default::default(),
             nudge_pending,
+            nudge_target,
         })
     }
 
@@ -138,8 +143,20 @@ impl Writers {
     /// Asks every writer to advance its shards' high-water marks now (skipping a writer whose
     /// queue is full: it is busy, and its marks rise with its appends).
     pub fn nudge(&self) {
+        self.nudge_to(idgen::Ulid(0));
+    }
+
+    /// As [`Writers::nudge`], asking the marks to reach at least `target` (the ULID a strong
+    /// read waits for; capped at the clock, so a far-future target cannot be requested).
+    pub fn nudge_to(&self, target: idgen::Ulid) {
         if self.nudges_held.load(std::sync::atomic::Ordering::Relaxed) {
             return;
+        }
+        let now = idgen::Clock::now_ms(&idgen::SystemClock);
+        let capped = target.0.min(idgen::max_for_ms(now).0);
+        {
+            let mut t = self.nudge_target.lock().unwrap_or_else(|p| p.into_inner());
+            *t = (*t).max(capped);
         }
         for (q, pending) in self.queues.iter().zip(self.nudge_pending.iter()) {
             if !pending.swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -188,6 +205,7 @@ fn run(
     burst_max: usize,
     core: Option<usize>,
     nudge_pending: &std::sync::atomic::AtomicBool,
+    nudge_target: &Mutex<u128>,
 ) {
     if let Some(c) = core {
         let mut set = rustix::thread::CpuSet::new();
@@ -212,6 +230,10 @@ fn run(
             }
         }
         for job in jobs.drain(..) {
+            // A strong read is waiting: raise the marks now, not after the rest of the queue.
+            if nudge_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                advance_all(&mut shards, nudge_target);
+            }
             match job {
                 Job::Append(a) => {
                     let result = append(&mut shards, &a);
@@ -234,10 +256,7 @@ fn run(
                 }
                 Job::Nudge => {
                     nudge_pending.store(false, std::sync::atomic::Ordering::Release);
-                    let now = idgen::Clock::now_ms(&idgen::SystemClock);
-                    for w in shards.values_mut() {
-                        w.advance_high_water(now);
-                    }
+                    advance_all(&mut shards, nudge_target);
                 }
                 Job::Stop => stop = true,
             }
@@ -265,6 +284,17 @@ fn run(
         if let Err(e) = w.sync() {
             tracing::error!(log = key.0, shard = key.1, error = %e, "final sync failed");
         }
+    }
+}
+
+/// Raises the high-water mark of every shard in `shards` to the clock, or to the target a
+/// strong read asked for if that is higher.
+fn advance_all(shards: &mut HashMap<(u64, u32), ShardWriter>, target: &Mutex<u128>) {
+    let now = idgen::Clock::now_ms(&idgen::SystemClock);
+    let floor = idgen::max_for_ms(now.saturating_sub(1)).0;
+    let floor = floor.max(*target.lock().unwrap_or_else(|p| p.into_inner()));
+    for w in shards.values_mut() {
+        w.advance_high_water_to(idgen::Ulid(floor));
     }
 }
 

@@ -105,9 +105,14 @@ impl ShardWriter {
     /// `now_ms`, and raises the shard's high-water mark to it, so one quiet shard does not hold
     /// back a merged timeline. Returns the new mark.
     pub fn advance_high_water(&mut self, now_ms: u64) -> Ulid {
-        if now_ms > 0 {
-            self.ids.advance_past(idgen::max_for_ms(now_ms - 1));
-        }
+        self.advance_high_water_to(idgen::max_for_ms(now_ms.saturating_sub(1)))
+    }
+
+    /// Promises never to append at or below `floor` and raises the shard's mark to it (a
+    /// strong read passes the ULID it waits for, so it need not wait for the next
+    /// millisecond). Returns the new mark.
+    pub fn advance_high_water_to(&mut self, floor: Ulid) -> Ulid {
+        self.ids.advance_past(floor);
         let mark = self.ids.last();
         self.shard.raise_high_water(mark.0);
         mark

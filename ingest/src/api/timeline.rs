@@ -120,8 +120,10 @@ pub(super) async fn timeline(
                 consistency = "eventual";
                 break;
             }
-            st.writers.nudge();
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            st.writers.nudge_to(target);
+            // (Yielding instead of sleeping was measured slower: on 2 cores it takes CPU from
+            // the writers that must answer the nudge.)
+            tokio::time::sleep(Duration::from_micros(100)).await;
         }
     } else {
         consistency = "eventual";
