@@ -132,6 +132,24 @@ pub(crate) fn check_not_expired(
     }
 }
 
+/// The query of a request, or `400 invalid_query` saying what is wrong with it.
+pub(crate) fn query<Q>(
+    q: Result<axum::extract::Query<Q>, axum::extract::rejection::QueryRejection>,
+) -> Result<Q, ApiError> {
+    q.map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// The open log named in the path of a read: name checked, recovery finished, log exists.
+pub(crate) fn existing_log(
+    st: &AppState,
+    log: &str,
+) -> Result<Arc<crate::logs::LogEntry>, ApiError> {
+    check_name(log)?;
+    st.check_ready()?;
+    st.registry.get(log).ok_or_else(|| ApiError::LogNotFound { log: log.to_owned() })
+}
+
 /// Checks a log name from the path.
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if crate::logs::valid_name(name) {

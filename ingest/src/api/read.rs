@@ -4,7 +4,7 @@
 //! A payload is rendered as its JSON value when it is JSON, as a string when it is UTF-8, else
 //! as `payload_base64`.
 
-use super::{AppState, blocking, check_name};
+use super::{AppState, blocking, existing_log};
 use crate::api::error::ApiError;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -95,10 +95,8 @@ pub(super) async fn commit_by_id(
     State(st): State<Arc<AppState>>,
     Path((log, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
+    let entry = existing_log(&st, &log)?;
     let ulid = parse_id(&id)?;
-    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
     blocking(move || {
         for shard in entry.log.shards() {
             let mut c = shard.cursor(Start::From(ulid));
@@ -125,10 +123,8 @@ pub(super) async fn shard_commits(
     Path((log, shard)): Path<(String, String)>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let entry = existing_log(&st, &log)?;
+    let q = super::query(query)?;
     let n: usize = shard
         .parse()
         .ok()

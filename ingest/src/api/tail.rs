@@ -9,7 +9,7 @@
 //! shared merger feeding many tails.
 
 use super::read::render_into;
-use super::{AppState, blocking, check_name};
+use super::{AppState, blocking, check_name, existing_log};
 use crate::api::error::ApiError;
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -49,10 +49,8 @@ pub(super) async fn tail(
     query: Result<Query<TailQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let entry = existing_log(&st, &log)?;
+    let q = super::query(query)?;
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // A reconnecting client's Last-Event-ID wins over the URL it reconnects to.
     let start = match (last_event.as_deref(), q.after.as_deref(), q.consumer.as_deref()) {

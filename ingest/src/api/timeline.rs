@@ -9,7 +9,7 @@
 //! never waits.
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
-use super::{AppState, blocking, check_name, parse_duration_ms};
+use super::{AppState, blocking, existing_log, parse_duration_ms};
 use crate::api::error::ApiError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -48,10 +48,8 @@ pub(super) async fn timeline(
     query: Result<Query<TimelineQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let entry = st.registry.get(&log).ok_or_else(|| ApiError::LogNotFound { log: log.clone() })?;
+    let entry = existing_log(&st, &log)?;
+    let q = super::query(query)?;
     let start = match (q.after.as_deref(), q.from.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("invalid_query", "give after or from, not both"));
