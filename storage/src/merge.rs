@@ -89,6 +89,12 @@ impl Merger {
         Ok(bound)
     }
 
+    /// The lowest commit waiting for the watermark, if any: what a reader that wants it sooner
+    /// asks idle writers to pass.
+    pub fn waiting(&self) -> Option<Ulid> {
+        self.heap.peek().map(|Reverse(k)| k.0)
+    }
+
     /// The next commit of the merged timeline if it is final (at or below the watermark), else
     /// `None` (caught up with what is final; call again later).
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the merger

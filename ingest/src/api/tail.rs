@@ -31,7 +31,7 @@ pub const TAIL_CHUNK_COMMITS_MAX: usize = 500;
 /// A client that takes no chunk for this long is disconnected.
 pub const TAIL_STALL_MS: u64 = 30_000;
 /// Pause between polls when nothing new is final.
-pub const TAIL_POLL_MS: u64 = 5;
+pub const TAIL_POLL_MS: u64 = 2;
 /// A comment line is sent when idle this long, to keep proxies from closing the stream.
 pub const TAIL_KEEPALIVE_MS: u64 = 15_000;
 
@@ -83,7 +83,7 @@ pub(super) async fn tail(
     let key = q.key.map(String::into_bytes);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(TAIL_CHUNKS_MAX);
     let merger = Merger::new(entry.log.shards(), start);
-    tokio::spawn(feed(merger, key, sse, tx));
+    tokio::spawn(feed(Arc::clone(&st), merger, key, sse, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
@@ -113,6 +113,7 @@ fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
 
 /// Reads final commits and sends them until the client goes away or stalls.
 async fn feed(
+    st: Arc<AppState>,
     mut merger: Merger,
     key: Option<Vec<u8>>,
     sse: bool,
@@ -161,6 +162,11 @@ async fn feed(
         if n < TAIL_CHUNK_COMMITS_MAX {
             if tx.is_closed() {
                 return;
+            }
+            // A commit is published but not yet final: ask idle writers to pass it now rather
+            // than at their next tick.
+            if let Some(waiting) = merger.waiting() {
+                st.writers.nudge_to(waiting);
             }
             tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
             idle_ms += TAIL_POLL_MS;
