@@ -109,24 +109,13 @@ impl Writers {
     }
 
     /// Number of writers.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.queues.len()
-    }
-
-    /// Whether there are no writers (never, once started).
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
     }
 
     /// The writer owning `shard` (of any log).
     pub fn owner(&self, shard: u32) -> usize {
         shard as usize % self.queues.len()
-    }
-
-    /// Jobs waiting in writer `w`'s queue.
-    pub fn queue_depth(&self, w: usize) -> usize {
-        let q = &self.queues[w];
-        q.max_capacity() - q.capacity()
     }
 
     /// Reserves one slot in the queue of each writer in `owners` (with repeats), or none:

@@ -22,7 +22,7 @@ use crate::segment::{self, Segment};
 use crate::shard::Shard;
 use crossbeam_channel::Sender;
 use idgen::{Clock, Generator, IdRange, Ulid};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -281,11 +281,6 @@ impl ShardWriter {
         }
         let _ = self.maintenance.try_send(Msg::Prepare { shard: shard.id as usize });
         Ok(())
-    }
-
-    /// Directory of the shard's segments.
-    pub fn dir(&self) -> &Path {
-        &self.shard.dir
     }
 }
 

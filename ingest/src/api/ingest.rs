@@ -4,7 +4,7 @@
 //! before sending anything (`503` + `Retry-After` when one is full). Commits of one shard are
 //! appended as one batch, so they become visible together and survive a crash together.
 
-use super::{AppState, blocking, check_name, parse_duration_ms};
+use super::{AppState, blocking, check_name};
 use crate::api::error::ApiError;
 use crate::body::{self, Batch, Limits};
 use crate::config::Durability;
@@ -46,7 +46,7 @@ pub(super) async fn post_commits(
 ) -> Result<Json<Value>, ApiError> {
     check_name(&log)?;
     st.check_ready()?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = super::query(query)?;
     let durability = match q.durability.as_deref() {
         None => st.config.durability,
         Some("sync") => Durability::Sync,
@@ -58,15 +58,7 @@ pub(super) async fn post_commits(
             ));
         }
     };
-    let timeout_ms = match q.timeout.as_deref() {
-        None => st.config.write_timeout_ms,
-        Some(t) => parse_duration_ms(t).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("timeout {t:?} is not a duration like 250ms or 2s"),
-            )
-        })?,
-    };
+    let timeout_ms = super::timeout_ms(q.timeout.as_deref(), st.config.write_timeout_ms)?;
     let partial = q.partial.unwrap_or(false);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
 
@@ -278,7 +270,7 @@ async fn write(
         return Ok(Vec::new());
     }
     let cpu = rustix::thread::sched_getcpu();
-    let plan = entry.plan(batch, st.writers.len(), cpu);
+    let plan = entry.plan(batch, st.writers.count(), cpu);
     if plan.len() == 1 {
         return write_parts(st, entry, batch, durability, plan, None).await.map(|(ids, _)| ids);
     }

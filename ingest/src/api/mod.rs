@@ -140,6 +140,19 @@ pub(crate) fn query<Q>(
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
+/// A `?timeout=` parameter in milliseconds (`default_ms` when absent), or `400 invalid_query`.
+pub(crate) fn timeout_ms(text: Option<&str>, default_ms: u64) -> Result<u64, ApiError> {
+    match text {
+        None => Ok(default_ms),
+        Some(t) => parse_duration_ms(t).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("timeout {t:?} is not a duration like 250ms or 2s"),
+            )
+        }),
+    }
+}
+
 /// The open log named in the path of a read: name checked, recovery finished, log exists.
 pub(crate) fn existing_log(
     st: &AppState,

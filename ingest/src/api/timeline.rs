@@ -9,7 +9,7 @@
 //! never waits.
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
-use super::{AppState, blocking, existing_log, parse_duration_ms};
+use super::{AppState, blocking, existing_log};
 use crate::api::error::ApiError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -89,15 +89,7 @@ pub(super) async fn timeline(
             ));
         }
     };
-    let timeout_ms = match q.timeout.as_deref() {
-        None => st.config.read_timeout_ms,
-        Some(t) => parse_duration_ms(t).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("timeout {t:?} is not a duration like 250ms or 2s"),
-            )
-        })?,
-    };
+    let timeout_ms = super::timeout_ms(q.timeout.as_deref(), st.config.read_timeout_ms)?;
     let key = q.key.map(String::into_bytes);
 
     // What "acknowledged before the request arrived" covers: each shard's mark now.

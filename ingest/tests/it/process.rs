@@ -77,11 +77,23 @@ pub fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Option<(u16, String, Value)> {
+    request_with_headers(addr, method, path, content_type, "", body)
+}
+
+/// As [`request`], with `extra` header lines (each ending in `\r\n`).
+pub fn request_with_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    extra: &str,
+    body: &[u8],
+) -> Option<(u16, String, Value)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let ct = content_type.map(|c| format!("content-type: {c}\r\n")).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{ct}content-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{ct}{extra}content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).ok()?;
@@ -293,17 +305,17 @@ fn idempotency_keys_survive_a_restart() {
 }
 
 fn request_with_key(addr: &str, key: &str, body: &[u8]) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "POST /v1/logs/r/commits HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-ndjson\r\nidempotency-key: {key}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap())
+    let extra = format!("idempotency-key: {key}\r\n");
+    let (status, _, v) = request_with_headers(
+        addr,
+        "POST",
+        "/v1/logs/r/commits",
+        Some("application/x-ndjson"),
+        &extra,
+        body,
+    )
+    .unwrap();
+    (status, v)
 }
 
 #[test]
