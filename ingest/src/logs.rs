@@ -11,7 +11,7 @@
 //! What it is not: the writers (`writers`) or HTTP (`api`).
 
 use crate::body::Batch;
-use crate::writers::{Job, Writers};
+use crate::writers::Writers;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -279,13 +279,6 @@ impl Registry {
     /// Closes every log (after the writers stopped): final flush and checkpoint.
     pub fn close_all(&self) {
         self.logs.write().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-}
-
-impl Writers {
-    /// Hands shard `shard` of log `log` to the writer that owns it. Blocking until queued.
-    pub fn adopt(&self, log: u64, shard: u32, writer: storage::ShardWriter) {
-        self.send_blocking(self.owner(shard), Job::Adopt { log, shard, writer });
     }
 }
 

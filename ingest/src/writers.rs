@@ -162,6 +162,11 @@ impl Writers {
         self.nudges_held.store(held, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Hands shard `shard` of log `log` to the writer that owns it. Blocking until queued.
+    pub fn adopt(&self, log: u64, shard: u32, writer: ShardWriter) {
+        self.send_blocking(self.owner(shard), Job::Adopt { log, shard, writer });
+    }
+
     /// Syncs and drops every shard of `log`, waiting until done. Blocking.
     pub fn release(&self, log: u64) {
         let mut waits = Vec::new();

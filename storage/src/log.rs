@@ -416,21 +416,14 @@ impl LogInner {
         Ok(true)
     }
 
-    /// After `just_sealed` was sealed: drops the cached pages of its shard's sealed segments
+    /// After a seal in shard `shard`: drops the cached pages of its sealed segments
     /// beyond the newest `sealed_cached_segments`.
-    pub(crate) fn drop_old_sealed_pages(&self, just_sealed: &Segment) {
+    pub(crate) fn drop_old_sealed_pages(&self, shard: usize) {
         let keep = self.opts.sealed_cached_segments;
         if keep == usize::MAX {
             return;
         }
-        let Some(shard) = self
-            .shards
-            .iter()
-            .find(|s| s.segments.load().iter().any(|g| std::ptr::eq(&**g, just_sealed)))
-        else {
-            return;
-        };
-        let list = shard.segments.load();
+        let list = self.shards[shard].segments.load();
         let sealed: Vec<&Arc<Segment>> = list.iter().filter(|s| s.is_sealed()).collect();
         for s in sealed.iter().rev().skip(keep) {
             if !s.cache_dropped.swap(true, Ordering::Relaxed)

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub enum Msg {
     /// Seal a segment the writer rolled away from.
     Seal {
+        /// The shard it belongs to.
+        shard: usize,
         /// The segment.
         segment: Arc<Segment>,
         /// Its writing handle, handed over by the writer.
@@ -50,10 +52,12 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
         let next = next_flush.min(next_checkpoint).min(next_retention);
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Msg::Seal { segment, mut writer }) => match segment::seal(&segment, &mut writer) {
-                Ok(()) => inner.drop_old_sealed_pages(&segment),
-                Err(e) => inner.background_error(e),
-            },
+            Ok(Msg::Seal { shard, segment, mut writer }) => {
+                match segment::seal(&segment, &mut writer) {
+                    Ok(()) => inner.drop_old_sealed_pages(shard),
+                    Err(e) => inner.background_error(e),
+                }
+            }
             Ok(Msg::Prepare { shard }) => {
                 if let Err(e) = inner.prepare_next(shard) {
                     inner.background_error(e);
@@ -63,7 +67,7 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
             Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 // Seal what the writers already handed over, then stop.
                 while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Seal { segment, mut writer } = msg
+                    if let Msg::Seal { segment, mut writer, .. } = msg
                         && let Err(e) = segment::seal(&segment, &mut writer)
                     {
                         inner.background_error(e);

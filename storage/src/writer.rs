@@ -272,8 +272,8 @@ impl ShardWriter {
         self.unsynced.retain(|s| !s.is_sealed());
         self.unsynced.push(Arc::clone(&old_seg));
         shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
-        let seal = Msg::Seal { segment: old_seg, writer: old_map };
-        if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer })) =
+        let seal = Msg::Seal { shard: shard.id as usize, segment: old_seg, writer: old_map };
+        if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer, .. })) =
             self.maintenance.send(seal)
         {
             // No maintenance thread (disabled or shut down): seal here.
