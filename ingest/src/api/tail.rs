@@ -83,7 +83,7 @@ pub(super) async fn tail(
     let key = q.key.map(String::into_bytes);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(TAIL_CHUNKS_MAX);
     let merger = Merger::new(entry.log.shards(), start);
-    tokio::spawn(feed(Arc::clone(&st), merger, key, sse, tx));
+    tokio::spawn(feed(Arc::clone(&st), entry, merger, key, sse, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
@@ -114,6 +114,7 @@ fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
 /// Reads final commits and sends them until the client goes away or stalls.
 async fn feed(
     st: Arc<AppState>,
+    entry: Arc<crate::logs::LogEntry>,
     mut merger: Merger,
     key: Option<Vec<u8>>,
     sse: bool,
@@ -121,7 +122,17 @@ async fn feed(
 ) {
     let key = Arc::new(key);
     let mut idle_ms = 0;
+    // The shards' marks when the last read found nothing: while they stand still nothing new
+    // can be final, so an idle tail skips the read (and its trip to the blocking pool).
+    let mut idle_marks: Option<Vec<Ulid>> = None;
     loop {
+        let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
+        if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
+            if !wait_idle(&tx, sse, &mut idle_ms).await {
+                return;
+            }
+            continue;
+        }
         let k = Arc::clone(&key);
         let read = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -148,6 +159,7 @@ async fn feed(
         .await;
         let Ok(Ok((m, n, out))) = read else { return };
         merger = m;
+        idle_marks = (n == 0).then_some(marks);
         if !out.is_empty() {
             idle_ms = 0;
             let sent = tokio::time::timeout(
@@ -168,16 +180,25 @@ async fn feed(
             if let Some(waiting) = merger.waiting() {
                 st.writers.nudge_to(waiting);
             }
-            tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
-            idle_ms += TAIL_POLL_MS;
-            if sse && idle_ms >= TAIL_KEEPALIVE_MS {
-                idle_ms = 0;
-                if tx.try_send(Bytes::from_static(b": keepalive\n\n")).is_err() && tx.is_closed() {
-                    return;
-                }
+            if !wait_idle(&tx, sse, &mut idle_ms).await {
+                return;
             }
         }
     }
+}
+
+/// Sleeps one poll period, sending a keepalive comment when idle long enough; `false` once the
+/// client is gone.
+async fn wait_idle(tx: &tokio::sync::mpsc::Sender<Bytes>, sse: bool, idle_ms: &mut u64) -> bool {
+    tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
+    *idle_ms += TAIL_POLL_MS;
+    if sse && *idle_ms >= TAIL_KEEPALIVE_MS {
+        *idle_ms = 0;
+        if tx.try_send(Bytes::from_static(b": keepalive\n\n")).is_err() && tx.is_closed() {
+            return false;
+        }
+    }
+    !tx.is_closed()
 }
 
 #[derive(Debug, Deserialize)]
