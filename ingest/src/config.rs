@@ -85,6 +85,8 @@ pub struct Config {
     pub idempotency_keys_max: usize,
     /// Most bytes of kept responses (oldest evicted early beyond it).
     pub idempotency_bytes_max: usize,
+    /// Logs with their own `log` label in `/metrics`; later ones share `log="other"`.
+    pub metrics_logs_max: usize,
 }
 
 impl Default for Config {
@@ -115,6 +117,7 @@ impl Default for Config {
             idempotency_ttl_ms: 600_000,
             idempotency_keys_max: 100_000,
             idempotency_bytes_max: 256 << 20,
+            metrics_logs_max: 100,
         }
     }
 }

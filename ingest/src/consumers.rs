@@ -47,6 +47,28 @@ impl Consumers {
         }
     }
 
+    /// Every consumer of `log` with its cursor, by name. Blocking.
+    pub fn list(&self, log: &str) -> std::io::Result<Vec<(String, Ulid)>> {
+        let entries = match std::fs::read_dir(self.dir.join(log)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let Ok(name) = entry?.file_name().into_string() else { continue };
+            // Temporary files start with a dot; a consumer's name never does.
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(cursor) = self.get(log, &name)? {
+                out.push((name, cursor));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Forgets every consumer of `log`. Blocking.
     pub fn delete_log(&self, log: &str) -> std::io::Result<()> {
         match std::fs::remove_dir_all(self.dir.join(log)) {

@@ -9,5 +9,6 @@ pub mod config;
 pub mod consumers;
 pub mod idempotency;
 pub mod logs;
+pub mod metrics;
 pub mod server;
 pub mod writers;

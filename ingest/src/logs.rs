@@ -51,6 +51,8 @@ pub struct LogEntry {
     pub name: String,
     /// The storage.
     pub log: Log,
+    /// Its metric label's live counters.
+    pub metrics: crate::metrics::LogMetrics,
     rr: AtomicUsize,
 }
 
@@ -141,14 +143,19 @@ pub struct Registry {
     logs: RwLock<HashMap<String, Arc<LogEntry>>>,
     next_id: AtomicU64,
     opts: LogOptions,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Serialises creation and deletion (never on the write path of existing logs).
     admin: std::sync::Mutex<()>,
 }
 
 impl Registry {
     /// A registry over `{data_dir}/logs` with these storage options (shards and retention are
-    /// per log).
-    pub fn new(data_dir: &std::path::Path, opts: LogOptions) -> std::io::Result<Registry> {
+    /// per log); each log gets its metric label from `metrics`.
+    pub fn new(
+        data_dir: &std::path::Path,
+        opts: LogOptions,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> std::io::Result<Registry> {
         let dir = data_dir.join("logs");
         std::fs::create_dir_all(&dir)?;
         Ok(Registry {
@@ -156,6 +163,7 @@ impl Registry {
             logs: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             opts,
+            metrics,
             admin: std::sync::Mutex::new(()),
         })
     }
@@ -247,6 +255,7 @@ impl Registry {
             id,
             name: name.to_owned(),
             log,
+            metrics: self.metrics.log(name),
             rr: AtomicUsize::new(fastrand::usize(..)),
         });
         self.logs

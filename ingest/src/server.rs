@@ -16,14 +16,20 @@ use storage::LogOptions;
 /// Builds the state for `config` (already resolved). Logs are not opened yet.
 pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let writers =
-        Writers::start(config.writers, config.writer_queue_depth, config.writer_burst_max)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(config.writers, config.metrics_logs_max));
+    let writers = Writers::start(
+        config.writers,
+        config.writer_queue_depth,
+        config.writer_burst_max,
+        Arc::clone(&metrics),
+    )?;
     let opts = LogOptions {
         segment_bytes: config.segment_bytes,
         flush_interval_ms: config.flush_interval_ms,
+        metrics: metrics.storage.clone(),
         ..LogOptions::default()
     };
-    let registry = Registry::new(&config.data_dir, opts)?;
+    let registry = Registry::new(&config.data_dir, opts, Arc::clone(&metrics))?;
     let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
     let body_budget = tokio::sync::Semaphore::new(kib);
     let config_dir = config.data_dir.clone();
@@ -42,6 +48,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         body_budget,
         idempotency,
         consumers: crate::consumers::Consumers::new(&config_dir)?,
+        metrics,
     }))
 }
 

@@ -62,6 +62,8 @@ pub struct Append {
     pub txn: Option<u64>,
     /// The IDs assigned, or why not.
     pub reply: oneshot::Sender<Result<IdRange, ApiError>>,
+    /// When it was queued (the writer measures how long it waited).
+    pub queued_at: std::time::Instant,
 }
 
 /// The writer threads and their queues.
@@ -76,11 +78,18 @@ pub struct Writers {
     nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>>,
     /// The highest ULID a waiting strong read asked the marks to reach.
     nudge_target: Arc<Mutex<u128>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Writers {
-    /// Starts `n` writers with queues of `depth` jobs, draining up to `burst_max` at once.
-    pub fn start(n: usize, depth: usize, burst_max: usize) -> std::io::Result<Writers> {
+    /// Starts `n` writers with queues of `depth` jobs, draining up to `burst_max` at once;
+    /// `metrics` has a writer family child for each.
+    pub fn start(
+        n: usize,
+        depth: usize,
+        burst_max: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> std::io::Result<Writers> {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let mut queues = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -93,10 +102,11 @@ impl Writers {
             let core = (n <= cores).then_some(w);
             let pending = Arc::clone(&nudge_pending);
             let target = Arc::clone(&nudge_target);
+            let m = metrics.writers[w].clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shardlog-writer-{w}"))
-                    .spawn(move || run(rx, burst_max, core, &pending[w], &target))?,
+                    .spawn(move || run(rx, burst_max, core, &pending[w], &target, &m))?,
             );
         }
         Ok(Writers {
@@ -105,6 +115,7 @@ impl Writers {
             nudges_held: Default::default(),
             nudge_pending,
             nudge_target,
+            metrics,
         })
     }
 
@@ -119,9 +130,23 @@ impl Writers {
     }
 
     /// Reserves one slot in the queue of each writer in `owners` (with repeats), or none:
-    /// `None` when any queue is full or closed.
+    /// `None` when any queue is full or closed (counted against the first full one).
     pub fn try_reserve(&self, owners: &[usize]) -> Option<Vec<mpsc::Permit<'_, Job>>> {
-        owners.iter().map(|&w| self.queues[w].try_reserve().ok()).collect()
+        owners
+            .iter()
+            .map(|&w| {
+                let permit = self.queues[w].try_reserve().ok();
+                if permit.is_none() {
+                    self.metrics.writers[w].queue_full.inc();
+                }
+                permit
+            })
+            .collect()
+    }
+
+    /// Each writer's (queued jobs, queue capacity).
+    pub fn queue_depths(&self) -> Vec<(usize, usize)> {
+        self.queues.iter().map(|q| (q.max_capacity() - q.capacity(), q.max_capacity())).collect()
     }
 
     pub(crate) fn send_blocking(&self, w: usize, job: Job) {
@@ -132,12 +157,16 @@ impl Writers {
     /// Asks every writer to advance its shards' high-water marks now (skipping a writer whose
     /// queue is full: it is busy, and its marks rise with its appends).
     pub fn nudge(&self) {
-        self.nudge_to(idgen::Ulid(0));
+        self.send_nudges(idgen::Ulid(0), &self.metrics.nudges_tick);
     }
 
     /// As [`Writers::nudge`], asking the marks to reach at least `target` (the ULID a strong
     /// read waits for; capped at the clock, so a far-future target cannot be requested).
     pub fn nudge_to(&self, target: idgen::Ulid) {
+        self.send_nudges(target, &self.metrics.nudges_read);
+    }
+
+    fn send_nudges(&self, target: idgen::Ulid, sent: &prometheus::IntCounter) {
         if self.nudges_held.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
@@ -148,10 +177,12 @@ impl Writers {
             *t = (*t).max(capped);
         }
         for (q, pending) in self.queues.iter().zip(self.nudge_pending.iter()) {
-            if !pending.swap(true, std::sync::atomic::Ordering::AcqRel)
-                && q.try_send(Job::Nudge).is_err()
-            {
-                pending.store(false, std::sync::atomic::Ordering::Release);
+            if !pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                if q.try_send(Job::Nudge).is_ok() {
+                    sent.inc();
+                } else {
+                    pending.store(false, std::sync::atomic::Ordering::Release);
+                }
             }
         }
     }
@@ -200,6 +231,7 @@ fn run(
     core: Option<usize>,
     nudge_pending: &std::sync::atomic::AtomicBool,
     nudge_target: &Mutex<u128>,
+    metrics: &crate::metrics::WriterMetrics,
 ) {
     if let Some(c) = core {
         let mut set = rustix::thread::CpuSet::new();
@@ -217,12 +249,14 @@ fn run(
             Some(job) => jobs.push(job),
             None => break,
         }
+        let started = std::time::Instant::now();
         while jobs.len() < burst_max {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
+        metrics.burst_jobs.observe(jobs.len() as f64);
         for job in jobs.drain(..) {
             // A strong read is waiting: raise the marks now, not after the rest of the queue.
             if nudge_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -230,6 +264,9 @@ fn run(
             }
             match job {
                 Job::Append(a) => {
+                    metrics
+                        .queue_wait
+                        .observe(started.saturating_duration_since(a.queued_at).as_secs_f64());
                     let result = append(&mut shards, &a);
                     if result.is_ok() && a.sync {
                         to_sync.insert((a.log, a.shard));
@@ -272,6 +309,7 @@ fn run(
             };
             let _ = a.reply.send(result);
         }
+        metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
     }
     rx.close();
     for (key, mut w) in shards {

@@ -16,6 +16,7 @@ mod index;
 mod log;
 mod maintenance;
 pub mod merge;
+pub mod metrics;
 mod mmap;
 pub mod publish;
 pub mod recovery;

@@ -59,6 +59,8 @@ pub struct LogOptions {
     pub sealed_cached_segments: usize,
     /// Run the maintenance thread (tests turn it off to drive flush and retention by hand).
     pub background: bool,
+    /// Where fsync timings go (unregistered handles by default).
+    pub metrics: crate::metrics::StorageMetrics,
 }
 
 /// What a log keeps. Whole sealed segments beyond either limit are retired.
@@ -84,6 +86,7 @@ impl Default for LogOptions {
             retention: Retention::default(),
             clock: Arc::new(SystemClock),
             background: true,
+            metrics: crate::metrics::StorageMetrics::default(),
         }
     }
 }
@@ -321,6 +324,20 @@ impl Log {
         }
     }
 
+    /// Commits readable after `after` in every shard, counting at most `cap` (a bounded scan
+    /// from the sparse index: the answer is `cap` when there are more). A shard's count stops
+    /// at a transaction part still pending.
+    pub fn count_after(&self, after: idgen::Ulid, cap: u64) -> Result<u64> {
+        let mut n = 0;
+        for s in &self.inner.shards {
+            let mut c = s.cursor(crate::Start::After(after));
+            while n < cap && c.next()?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The last error the maintenance thread met, if any.
     pub fn last_background_error(&self) -> Option<String> {
         self.inner.last_background_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -537,7 +554,8 @@ fn open_shard(
         }
     };
     debug_assert!(map.map().published() >= HEADER_LEN);
-    let shard = Arc::new(Shard::new(i, shard_dir, segments, Arc::clone(txns)));
+    let shard =
+        Arc::new(Shard::new(i, shard_dir, segments, Arc::clone(txns), opts.metrics.clone()));
     let writer = ShardWriter::new(
         Arc::clone(&shard),
         seg,

@@ -53,8 +53,12 @@ pub(crate) fn run(inner: Arc<LogInner>, rx: Receiver<Msg>) {
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(Msg::Seal { shard, segment, mut writer }) => {
+                let t = Instant::now();
                 match segment::seal(&segment, &mut writer) {
-                    Ok(()) => inner.drop_old_sealed_pages(shard),
+                    Ok(()) => {
+                        inner.opts.metrics.fsync_seal.observe(t.elapsed().as_secs_f64());
+                        inner.drop_old_sealed_pages(shard);
+                    }
                     Err(e) => inner.background_error(e),
                 }
             }

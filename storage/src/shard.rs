@@ -26,6 +26,8 @@ pub struct Shard {
     /// The next segment, preallocated by the maintenance thread.
     pub(crate) prepared: Mutex<Option<Opened>>,
     pub(crate) counters: ShardCounters,
+    /// fsync timings.
+    pub(crate) metrics: crate::metrics::StorageMetrics,
     /// The log's transactions: frames of pending ones stop readers, aborted ones are skipped.
     pub(crate) txns: Arc<crate::txn::Txns>,
     /// The shard's high-water mark: its writer will never append a ULID at or below it. Set
@@ -88,6 +90,7 @@ impl Shard {
         dir: PathBuf,
         segments: Vec<Arc<Segment>>,
         txns: Arc<crate::txn::Txns>,
+        metrics: crate::metrics::StorageMetrics,
     ) -> Self {
         Shard {
             id,
@@ -96,6 +99,7 @@ impl Shard {
             list_lock: Mutex::new(()),
             prepared: Mutex::new(None),
             counters: ShardCounters::default(),
+            metrics,
             txns,
             high_water: Mutex::new(0),
         }
@@ -182,10 +186,10 @@ impl Shard {
                 .flush_published()
                 .map_err(|e| StorageError::io("fdatasync segment", &s.path, e))?;
             if did {
+                let took = t.elapsed();
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .flush_nanos
-                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.counters.flush_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+                self.metrics.fsync_background.observe(took.as_secs_f64());
             }
         }
         Ok(())

@@ -231,9 +231,11 @@ impl ShardWriter {
         }
         self.unsynced.clear();
         if did {
+            let took = t.elapsed();
             let c = &self.shard.counters;
             c.flushes.fetch_add(1, Ordering::Relaxed);
-            c.flush_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            c.flush_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            self.shard.metrics.fsync_writer.observe(took.as_secs_f64());
         }
         Ok(())
     }

@@ -74,10 +74,10 @@ pub(super) async fn post_commits(
         .unwrap_or(st.config.body_bytes_max)
         .min(st.config.body_bytes_max);
     let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    let _budget = st
-        .body_budget
-        .try_acquire_many(kib)
-        .map_err(|_| ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
+    let _budget = st.body_budget.try_acquire_many(kib).map_err(|_| {
+        st.metrics.body_budget_full.inc();
+        ApiError::Overloaded { retry_after_s: st.config.retry_after_s }
+    })?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -175,6 +175,11 @@ impl Run {
     /// Writes and builds the response body.
     async fn execute(self) -> Result<Value, ApiError> {
         let ids = write(&self.st, &self.entry, &self.batch, self.durability).await?;
+        let m = &self.entry.metrics;
+        m.commits.inc_by(ids.len() as u64);
+        let b = &self.batch;
+        m.bytes.inc_by(b.commits.iter().map(|c| c.payload.len() as u64).sum());
+        self.st.metrics.batch_commits.observe(ids.len() as f64);
         let mut out = serde_json::Map::new();
         let text = |id: &Ulid| Value::String(id.to_string());
         let all = || Value::Array(ids.iter().map(text).collect());
@@ -272,14 +277,16 @@ async fn write(
     let cpu = rustix::thread::sched_getcpu();
     let plan = entry.plan(batch, st.writers.count(), cpu);
     if plan.len() == 1 {
-        return write_parts(st, entry, batch, durability, plan, None).await.map(|(ids, _)| ids);
+        return write_parts(st, entry, batch, durability, plan, None, cpu)
+            .await
+            .map(|(ids, _)| ids);
     }
     let (st, entry, batch) = (Arc::clone(st), Arc::clone(entry), Arc::clone(batch));
     let task = tokio::spawn(async move {
         let id = entry.log.txns().new_id(plan.len() as u16);
         let e = Arc::clone(&entry);
         blocking(move || e.log.txns().begin(id).map_err(ApiError::from)).await?;
-        let result = write_parts(&st, &entry, &batch, durability, plan, Some(id)).await;
+        let result = write_parts(&st, &entry, &batch, durability, plan, Some(id), cpu).await;
         let e = Arc::clone(&entry);
         match result {
             Ok((ids, parts)) => {
@@ -306,7 +313,8 @@ async fn write(
 }
 
 /// Queues each shard's part on its writer — all parts or none (`503` when a queue is full) —
-/// and collects the IDs in request order and each part's (shard, first ULID, count).
+/// and collects the IDs in request order and each part's (shard, first ULID, count). `cpu` is
+/// the core the request ran on (a handoff to another core's writer is counted as crossed).
 async fn write_parts(
     st: &AppState,
     entry: &LogEntry,
@@ -314,6 +322,7 @@ async fn write_parts(
     durability: Durability,
     plan: std::collections::BTreeMap<u32, Vec<u32>>,
     txn: Option<u64>,
+    cpu: usize,
 ) -> Result<(Vec<Ulid>, Vec<storage::format::TxnPart>), ApiError> {
     let owners: Vec<usize> = plan.keys().map(|&s| st.writers.owner(s)).collect();
     let permits = st
@@ -321,7 +330,14 @@ async fn write_parts(
         .try_reserve(&owners)
         .ok_or(ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
     let mut waits = Vec::with_capacity(plan.len());
-    for (permit, (shard, commits)) in permits.into_iter().zip(plan) {
+    let local = cpu % st.writers.count();
+    for ((permit, (shard, commits)), &w) in permits.into_iter().zip(plan).zip(&owners) {
+        let m = &st.metrics.writers[w];
+        if w == local {
+            m.handoffs_local.inc()
+        } else {
+            m.handoffs_crossed.inc()
+        }
         let (reply, wait) = tokio::sync::oneshot::channel();
         let indices = commits.clone();
         permit.send(Job::Append(Append {
@@ -332,6 +348,7 @@ async fn write_parts(
             sync: durability == Durability::Sync,
             txn,
             reply,
+            queued_at: std::time::Instant::now(),
         }));
         waits.push((shard, indices, wait));
     }

@@ -7,6 +7,7 @@
 pub mod error;
 mod ingest;
 mod logs;
+mod metrics;
 mod read;
 mod tail;
 mod timeline;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub idempotency: crate::idempotency::Idempotency,
     /// Durable consumer cursors.
     pub consumers: crate::consumers::Consumers,
+    /// Prometheus families.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/logs", get(logs::list))
         .route("/v1/logs/{log}", get(logs::show).put(logs::put).delete(logs::delete))
         .route("/v1/logs/{log}/commits", post(ingest::post_commits))
@@ -69,6 +73,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             use axum::response::IntoResponse;
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), metrics::observe))
         .with_state(state)
 }
 

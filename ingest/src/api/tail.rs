@@ -122,6 +122,9 @@ async fn feed(
 ) {
     let key = Arc::new(key);
     let mut idle_ms = 0;
+    st.metrics.tails_active.inc();
+    // Counts the tail down however it ends.
+    let _active = TailGuard(st.metrics.tails_active.clone());
     // The shards' marks when the last read found nothing: while they stand still nothing new
     // can be final, so an idle tail skips the read (and its trip to the blocking pool).
     let mut idle_marks: Option<Vec<Ulid>> = None;
@@ -167,8 +170,14 @@ async fn feed(
                 tx.send(Bytes::from(out)),
             )
             .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return; // gone, or too slow: disconnect rather than buffer
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return, // gone
+                Err(_) => {
+                    // Too slow: disconnect rather than buffer.
+                    st.metrics.tails_slow_disconnects.inc();
+                    return;
+                }
             }
         }
         if n < TAIL_CHUNK_COMMITS_MAX {
@@ -184,6 +193,15 @@ async fn feed(
                 return;
             }
         }
+    }
+}
+
+/// Decrements the active-tail gauge when a tail's feed ends.
+struct TailGuard(prometheus::IntGauge);
+
+impl Drop for TailGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
