@@ -2,7 +2,9 @@
 //! binary on a loopback port — killed with SIGKILL under load, stopped with SIGTERM, overloaded.
 
 mod api;
+mod observability;
 mod process;
+mod prometheus;
 mod tail;
 mod timeline;
 
