@@ -1,0 +1,220 @@
+//! `shardlog-bench compare`: the same workloads against shardlog and the peers it starts
+//! itself, then a Markdown table (with each figure's ratio to shardlog's in the same workload),
+//! `results.json` and `chart.svg`.
+//!
+//! Equal terms: same commit size and count per batch (a request, a pipeline, a COPY, a run of
+//! async publishes), same client concurrency, equal durability (async ⇔ Redis `appendfsync
+//! everysec` ⇔ NATS default ⇔ PostgreSQL `synchronous_commit=off`; sync ⇔ Redis `always` ⇔
+//! PostgreSQL `synchronous_commit=on`). Everything, load generator included, shares the
+//! machine's cores.
+
+use crate::peers::{self, nats, postgres, redis};
+use crate::run::{self, Conn, Pace, Report};
+use crate::shardlog::{self, Format, WriteSpec};
+use std::path::Path;
+use std::time::Duration;
+
+/// Options of a comparison.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seconds: f64,
+    pub connections: usize,
+    pub out: std::path::PathBuf,
+    pub progress: bool,
+    /// Skip peers that are not installed instead of failing.
+    pub skip_missing: bool,
+}
+
+/// One write workload.
+struct Workload {
+    name: String,
+    commit_bytes: usize,
+    batch: usize,
+    durability: &'static str,
+}
+
+async fn open<C: Conn, F: std::future::Future<Output = anyhow::Result<C>>>(
+    n: usize,
+    mut make: impl FnMut(usize) -> F,
+) -> anyhow::Result<Vec<C>> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        v.push(make(i).await?);
+    }
+    Ok(v)
+}
+
+/// Runs every workload against every system; returns the reports in table order.
+pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
+    std::fs::create_dir_all(&opts.out)?;
+    let scratch = tempfile::tempdir_in(scratch_parent())?;
+    let pace = Pace {
+        duration: Duration::from_secs_f64(opts.seconds),
+        commits_max: None,
+        rate: None,
+        progress: opts.progress,
+    };
+    let c = opts.connections;
+    let have = |p: &str| {
+        let ok = peers::installed(p);
+        if !ok && !opts.skip_missing {
+            anyhow::bail!(
+                "{p} is not installed: run bench/install-peers.sh (or pass --skip-missing)"
+            );
+        }
+        Ok(ok)
+    };
+    let (have_redis, have_nats, have_pg) = (
+        have("redis-server")?,
+        have("nats-server")?,
+        have("pg_ctlcluster")? || Path::new("/usr/lib/postgresql").exists(),
+    );
+    let workloads = [
+        Workload {
+            name: "100 B × 1000, async".into(),
+            commit_bytes: 100,
+            batch: 1000,
+            durability: "async",
+        },
+        Workload {
+            name: "100 B × 1000, sync".into(),
+            commit_bytes: 100,
+            batch: 1000,
+            durability: "sync",
+        },
+        Workload {
+            name: "4 KiB × 100, async".into(),
+            commit_bytes: 4096,
+            batch: 100,
+            durability: "async",
+        },
+        Workload {
+            name: "1 commit per request, sync".into(),
+            commit_bytes: 100,
+            batch: 1,
+            durability: "sync",
+        },
+    ];
+    let mut reports = Vec::new();
+    let server = shardlog::start(scratch.path(), peers::free_port()).await?;
+    for w in &workloads {
+        let spec = WriteSpec {
+            addr: server.addr.clone(),
+            logs: 1,
+            batch: w.batch,
+            commit_bytes: w.commit_bytes,
+            format: Format::Ndjson,
+            durability: w.durability.into(),
+            keyed: false,
+        };
+        let conns = open(c, |i| shardlog::Writer::new(&spec, i)).await?;
+        reports.push(run::run("shardlog (NDJSON)", &w.name, conns, w.commit_bytes, &pace).await);
+
+        if have_redis {
+            let fsync = if w.durability == "sync" { "always" } else { "everysec" };
+            let p = redis::start(scratch.path(), fsync).await?;
+            let conns = open(c, |_| redis::Xadd::new(p.port, w.batch, w.commit_bytes)).await?;
+            let sys = format!("Redis XADD ({fsync})");
+            reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+        }
+        if have_nats && w.durability == "async" {
+            let p = nats::start(scratch.path()).await?;
+            nats::create_stream(p.port).await?;
+            let conns = open(c, |_| nats::Publish::new(p.port, w.batch, w.commit_bytes)).await?;
+            reports.push(run::run("NATS JetStream", &w.name, conns, w.commit_bytes, &pace).await);
+        }
+        if have_pg {
+            let cl = postgres::start(scratch.path()).await?;
+            postgres::create_tables(cl.port).await?;
+            if w.batch == 1 {
+                let conns =
+                    open(c, |_| postgres::Revision::new(cl.port, w.durability, w.commit_bytes))
+                        .await?;
+                let sys = "PostgreSQL revision counter".to_owned();
+                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+                let conns =
+                    open(1, |_| postgres::Revision::new(cl.port, w.durability, w.commit_bytes))
+                        .await?;
+                let sys = "PostgreSQL revision counter, 1 client".to_owned();
+                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+            } else {
+                let conns = open(c, |_| {
+                    postgres::Copy::new(cl.port, w.durability, w.batch, w.commit_bytes)
+                })
+                .await?;
+                let sys = format!(
+                    "PostgreSQL COPY (synchronous_commit={})",
+                    if w.durability == "sync" { "on" } else { "off" }
+                );
+                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+            }
+        }
+    }
+    // Reads of what the first workload wrote: the merged timeline as NDJSON pages, and a tail
+    // from the beginning.
+    reports.push(shardlog::read_timeline(&server.addr, "bench-0", 10_000, true).await?);
+    reports.push(shardlog::tail(&server.addr, "bench-0", pace.duration, u64::MAX).await?);
+    drop(server);
+
+    std::fs::write(opts.out.join("results.json"), serde_json::to_vec_pretty(&reports)?)?;
+    let title = format!(
+        "shardlog vs peers — commits/s, {} connections, {} s per run, 2-core machine",
+        c, opts.seconds
+    );
+    std::fs::write(opts.out.join("chart.svg"), crate::chart::svg(&title, &reports))?;
+    Ok(reports)
+}
+
+/// Where temporary data goes: the working disk, not a tmpfs (fsync must mean something).
+fn scratch_parent() -> std::path::PathBuf {
+    std::env::var_os("SHARDLOG_BENCH_DIR")
+        .map_or_else(|| std::env::current_dir().unwrap_or_else(|_| ".".into()), Into::into)
+}
+
+/// The comparison as a Markdown table, each figure with its ratio to shardlog's in the same
+/// workload.
+pub fn table(reports: &[Report]) -> String {
+    let mut s = String::from(
+        "| system | workload | commits/s | MB/s | p50 | p99 | p99.9 | errors | shardlog is |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        let ours = reports
+            .iter()
+            .find(|o| o.workload == r.workload && o.system.starts_with("shardlog"))
+            .map_or(0.0, |o| o.commits_per_s);
+        let ratio = if r.system.starts_with("shardlog") || r.commits_per_s == 0.0 {
+            "—".to_owned()
+        } else {
+            format!("{:.1}×", ours / r.commits_per_s)
+        };
+        let ms = |us: u64| {
+            if us == 0 { "—".to_owned() } else { format!("{:.2} ms", us as f64 / 1000.0) }
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
+            r.system,
+            r.workload,
+            fmt_rate(r.commits_per_s),
+            r.mb_per_s,
+            ms(r.latency.p50_us),
+            ms(r.latency.p99_us),
+            ms(r.latency.p999_us),
+            r.error_count(),
+            ratio
+        ));
+    }
+    s
+}
+
+/// `5.32 M`, `590 k`, `3.1 k`, `42`.
+pub fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}

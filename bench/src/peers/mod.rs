@@ -1,0 +1,55 @@
+//! The peers shardlog is compared with, each started by us on a loopback port with a temporary
+//! data directory, and driven through its own Rust client crate: Redis Streams (`redis`), NATS
+//! JetStream (`async-nats`), PostgreSQL (`tokio-postgres`). Install them with
+//! `bench/install-peers.sh` (Debian packages).
+//!
+//! What it is not: a tuning guide. Each peer runs with its defaults except the durability
+//! setting the workload asks for.
+
+pub mod nats;
+pub mod postgres;
+pub mod redis;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A peer process; killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+    /// Its data; removed when dropped.
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{what} never listened on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Whether `program` is on the PATH (or an absolute path that exists).
+pub fn installed(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

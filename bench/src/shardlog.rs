@@ -1,0 +1,341 @@
+//! shardlog as a system under test: a minimal HTTP/1.1 client over hyper (one connection per
+//! task, keep-alive), the write workload's bodies, the read workloads (timeline pages, an NDJSON
+//! range, a tail), and starting a server of our own for `compare`.
+//!
+//! What it is not: an SDK. Bodies are built once per connection and resent.
+
+use crate::run::{Conn, Latency, Report};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Body formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Ndjson,
+    Json,
+}
+
+/// What each write request carries.
+#[derive(Debug, Clone)]
+pub struct WriteSpec {
+    pub addr: String,
+    pub logs: usize,
+    pub batch: usize,
+    pub commit_bytes: usize,
+    pub format: Format,
+    pub durability: String,
+    pub keyed: bool,
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Http {
+    send: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Http {
+    /// Connects to `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> anyhow::Result<Http> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Http { send, host: addr.to_owned() })
+    }
+
+    /// Sends a request and reads the whole answer: (status, body).
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let mut b = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(body)).map_err(|e| format!("request: {e}"))?;
+        self.send.ready().await.map_err(|_| "io".to_owned())?;
+        let resp = self.send.send_request(req).await.map_err(|_| "io".to_owned())?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map_err(|_| "io".to_owned())?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// The body of one write request: `batch` commits of `commit_bytes` each (the NDJSON line, or
+/// the JSON payload string, is padded to that size).
+pub fn write_body(spec: &WriteSpec, conn: usize) -> Bytes {
+    let mut out = String::with_capacity(spec.batch * (spec.commit_bytes + 40));
+    if spec.format == Format::Json {
+        out.push_str("{\"commits\":[");
+    }
+    for i in 0..spec.batch {
+        let key = if spec.keyed {
+            format!("\"key\":\"k{}\",", (conn * 31 + i) % 64)
+        } else {
+            String::new()
+        };
+        match spec.format {
+            Format::Ndjson => {
+                let head = format!("{{{key}\"c\":{conn},\"i\":{i},\"p\":\"");
+                let pad = spec.commit_bytes.saturating_sub(head.len() + 3).max(1);
+                out.push_str(&head);
+                out.extend(std::iter::repeat_n('x', pad));
+                out.push_str("\"}\n");
+            }
+            Format::Json => {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!("{{{key}\"payload\":\""));
+                out.extend(std::iter::repeat_n('x', spec.commit_bytes.max(1)));
+                out.push_str("\"}");
+            }
+        }
+    }
+    if spec.format == Format::Json {
+        out.push_str("]}");
+    }
+    Bytes::from(out)
+}
+
+/// One connection writing `body` to one log.
+pub struct Writer {
+    http: Http,
+    path: String,
+    content_type: &'static str,
+    body: Bytes,
+    batch: u64,
+}
+
+impl Writer {
+    /// Connection `i` of a write workload.
+    pub async fn new(spec: &WriteSpec, i: usize) -> anyhow::Result<Writer> {
+        Ok(Writer {
+            http: Http::connect(&spec.addr).await?,
+            path: format!(
+                "/v1/logs/bench-{}/commits?durability={}&ids=false",
+                i % spec.logs.max(1),
+                spec.durability
+            ),
+            content_type: match spec.format {
+                Format::Ndjson => "application/x-ndjson",
+                Format::Json => "application/json",
+            },
+            body: write_body(spec, i),
+            batch: spec.batch as u64,
+        })
+    }
+}
+
+impl Conn for Writer {
+    async fn batch(&mut self) -> Result<u64, String> {
+        let (status, _) = self
+            .http
+            .call("POST", &self.path, &[("content-type", self.content_type)], self.body.clone())
+            .await?;
+        if status == 200 { Ok(self.batch) } else { Err(format!("http {status}")) }
+    }
+}
+
+/// Reads the whole timeline of `log` in pages of `limit` (following `next`), or as one NDJSON
+/// stream when `ndjson`, with eventual consistency. Reports commits/s; latency is per page.
+pub async fn read_timeline(
+    addr: &str,
+    log: &str,
+    limit: usize,
+    ndjson: bool,
+) -> anyhow::Result<Report> {
+    let mut http = Http::connect(addr).await?;
+    let start = Instant::now();
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let (mut commits, mut bytes, mut pages) = (0u64, 0u64, 0u64);
+    let mut after = String::new();
+    loop {
+        let path =
+            format!("/v1/logs/{log}/timeline?consistency=eventual&limit={limit}&after={after}");
+        let accept = if ndjson { "application/x-ndjson" } else { "application/json" };
+        let t = Instant::now();
+        let (status, body) = http
+            .call("GET", &path, &[("accept", accept)], Bytes::new())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if status != 200 {
+            bail!("timeline read answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+        pages += 1;
+        bytes += body.len() as u64;
+        let (n, last) = if ndjson {
+            let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            let last = lines.last().and_then(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).ok()?;
+                v["id"].as_str().map(str::to_owned)
+            });
+            (lines.len() as u64, last)
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            let n = v["commits"].as_array().map_or(0, Vec::len) as u64;
+            (n, v["next"].as_str().map(str::to_owned))
+        };
+        commits += n;
+        match last {
+            Some(id) if n as usize == limit => after = id,
+            _ => break,
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let q = |p: f64| hist.value_at_quantile(p);
+    Ok(Report {
+        system: "shardlog".into(),
+        workload: format!(
+            "timeline read ({}, pages of {limit})",
+            if ndjson { "NDJSON" } else { "JSON" }
+        ),
+        commits,
+        batches: pages,
+        seconds,
+        commits_per_s: commits as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency: Latency {
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: hist.max(),
+        },
+        errors: Default::default(),
+    })
+}
+
+/// Tails `log` from its beginning as NDJSON for `duration` (or until `commits_max` arrived):
+/// commits/s delivered.
+pub async fn tail(
+    addr: &str,
+    log: &str,
+    duration: Duration,
+    commits_max: u64,
+) -> anyhow::Result<Report> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET /v1/logs/{log}/tail HTTP/1.1\r\nhost: {addr}\r\naccept: application/x-ndjson\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let start = Instant::now();
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    while start.elapsed() < duration && lines < commits_max {
+        let left = duration.saturating_sub(start.elapsed());
+        let Ok(r) = tokio::time::timeout(left, s.read(&mut buf)).await else { break };
+        let n = r?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        lines += memchr_count(&buf[..n]);
+    }
+    // The response head and chunk-size lines are not commits: each commit is one '\n'-ended
+    // JSON line, and chunk framing adds "\r\n" pairs that are not counted as bare '\n'.
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Report {
+        system: "shardlog".into(),
+        workload: "tail (NDJSON, from the start)".into(),
+        commits: lines,
+        batches: 0,
+        seconds,
+        commits_per_s: lines as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency: Latency::default(),
+        errors: Default::default(),
+    })
+}
+
+/// Lines that end a JSON object (`}\n`): commits in an NDJSON stream.
+fn memchr_count(b: &[u8]) -> u64 {
+    b.windows(2).filter(|w| w == b"}\n").count() as u64
+}
+
+/// A shardlog server we started, on a loopback port with its own data directory.
+pub struct Server {
+    child: std::process::Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `shardlog` binary next to this one (same target directory), built with cargo if absent.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().context("exe dir")?;
+    // Tests run from target/<profile>/deps.
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("shardlog");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    let release = dir.ends_with("release") || dir.parent().is_some_and(|p| p.ends_with("release"));
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-p", "ingest", "--bin", "shardlog"]);
+    if release {
+        cmd.arg("--release");
+    }
+    anyhow::ensure!(cmd.status()?.success(), "cargo build -p ingest failed");
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("shardlog");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("no shardlog binary near {}", dir.display())
+}
+
+/// Starts shardlog with its data in a fresh directory under `parent`.
+pub async fn start(parent: &Path, port: u16) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir_in(parent)?;
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(binary()?)
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let server = Server { child, addr: addr.clone(), _dir: dir };
+    wait_ready(&addr).await?;
+    Ok(server)
+}
+
+/// Waits until `addr` answers `/readyz` with 200.
+pub async fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(mut h) = Http::connect(addr).await
+            && let Ok((200, _)) = h.call("GET", "/readyz", &[], Bytes::new()).await
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "shardlog at {addr} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
