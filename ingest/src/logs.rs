@@ -5,8 +5,10 @@
 //! creation; retention can change. Routing: a keyed commit goes to shard
 //! `fnv1a64(key) % shards` (FNV-1a, 64-bit, offset basis 0xcbf29ce484222325, prime
 //! 0x100000001b3 — stable forever: it decides where data lives); the unkeyed commits of a
-//! request go together to one shard, round-robin over the shards owned by the writer of the
-//! core the request runs on, so the common path needs no cross-core handoff.
+//! request go together to one shard, chosen among the shards owned by the writer of the core the
+//! request runs on (so the common path needs no cross-core handoff), moving on to the next such
+//! shard every `UNKEYED_ROTATE_COMMITS` unkeyed commits: shards fill evenly by volume, and a run
+//! of small `sync` requests lands on one shard, so one fdatasync acknowledges the whole burst.
 //!
 //! What it is not: the writers (`writers`) or HTTP (`api`).
 
@@ -71,24 +73,37 @@ impl LogEntry {
         for (i, c) in batch.commits.iter().enumerate() {
             let shard = match &c.key {
                 Some(k) => shard_of_key(k, shards),
-                None => *unkeyed_shard.get_or_insert_with(|| self.local_shard(writers, cpu)),
+                None => *unkeyed_shard.get_or_insert_with(|| {
+                    let unkeyed = batch.commits[i..].iter().filter(|c| c.key.is_none()).count();
+                    self.local_shard(writers, cpu, unkeyed)
+                }),
             };
             parts.entry(shard).or_default().push(i as u32);
         }
         parts
     }
 
-    /// Round-robin over the shards the writer of `cpu` owns (all shards if it owns none).
-    fn local_shard(&self, writers: usize, cpu: usize) -> u32 {
-        let shards = self.shards() as usize;
-        let w = cpu % writers;
-        let owned = if w < shards { (shards - w).div_ceil(writers) } else { 0 };
-        let n = self.rr.fetch_add(1, Ordering::Relaxed);
-        if owned == 0 {
-            return (n % shards) as u32;
-        }
-        (w + (n % owned) * writers) as u32
+    /// The shard for `unkeyed` commits: among those the writer of `cpu` owns (all shards if it
+    /// owns none), the next one every `UNKEYED_ROTATE_COMMITS` unkeyed commits of the log.
+    fn local_shard(&self, writers: usize, cpu: usize, unkeyed: usize) -> u32 {
+        let before = self.rr.fetch_add(unkeyed, Ordering::Relaxed);
+        rotated_shard(self.shards() as usize, writers, cpu, before)
     }
+}
+
+/// Unkeyed commits a log sends to one shard before the next (see the module docs).
+pub const UNKEYED_ROTATE_COMMITS: usize = 1024;
+
+/// The shard for unkeyed commits when `before` unkeyed commits of the log came earlier: the
+/// `before / UNKEYED_ROTATE_COMMITS`-th, cyclically, of those the writer of `cpu` owns.
+fn rotated_shard(shards: usize, writers: usize, cpu: usize, before: usize) -> u32 {
+    let w = cpu % writers;
+    let owned = if w < shards { (shards - w).div_ceil(writers) } else { 0 };
+    let n = before / UNKEYED_ROTATE_COMMITS;
+    if owned == 0 {
+        return (n % shards) as u32;
+    }
+    (w + (n % owned) * writers) as u32
 }
 
 /// Settings a log is created or updated with.
@@ -303,6 +318,27 @@ mod tests {
         let spread: std::collections::HashSet<u32> =
             (0..1000).map(|i| shard_of_key(format!("k{i}").as_bytes(), 8)).collect();
         assert_eq!(spread.len(), 8);
+    }
+
+    #[test]
+    fn unkeyed_commits_rotate_by_volume_over_the_local_writers_shards() {
+        let r = UNKEYED_ROTATE_COMMITS;
+        // 8 shards, 2 writers: writer 1 owns 1, 3, 5, 7.
+        assert_eq!(rotated_shard(8, 2, 1, 0), 1);
+        assert_eq!(rotated_shard(8, 2, 3, r - 1), 1, "single commits stay on one shard");
+        assert_eq!(rotated_shard(8, 2, 1, r), 3);
+        assert_eq!(rotated_shard(8, 2, 1, 3 * r), 7);
+        assert_eq!(rotated_shard(8, 2, 1, 4 * r), 1, "and wrap around");
+        assert_eq!(rotated_shard(8, 2, 0, 5 * r), 2);
+        // A writer that owns none of the log's shards: all of them in turn.
+        assert_eq!(rotated_shard(2, 4, 3, 0), 0);
+        assert_eq!(rotated_shard(2, 4, 3, r), 1);
+        // Shards fill evenly by volume.
+        let mut fill = [0usize; 8];
+        for i in 0..64 * r {
+            fill[rotated_shard(8, 2, i % 2, i) as usize] += 1;
+        }
+        assert!(fill.iter().all(|&f| f == 8 * r), "{fill:?}");
     }
 
     #[test]
