@@ -1,5 +1,6 @@
-//! The service's Prometheus metrics: every family `shardlog_`-prefixed, declared here and only
-//! here, served by `GET /metrics` in the text format.
+//! The service's Prometheus metrics: every family `shardlog_`-prefixed, declared here (but for
+//! the storage crate's fsync histogram, declared in `storage::metrics` and registered here),
+//! served by `GET /metrics` in the text format.
 //!
 //! Two kinds of family:
 //! - **live** ones, updated where the event happens (a request ends, a writer drains a burst,
