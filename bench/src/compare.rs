@@ -97,9 +97,10 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
     ];
     let mut reports = Vec::new();
     let server = shardlog::start(scratch.path(), peers::free_port()).await?;
-    for w in &workloads {
+    for (n, w) in workloads.iter().enumerate() {
         let spec = WriteSpec {
             addr: server.addr.clone(),
+            log_prefix: format!("w{n}-"),
             logs: 1,
             batch: w.batch,
             commit_bytes: w.commit_bytes,
@@ -108,20 +109,26 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
             keyed: false,
         };
         let conns = open(c, |i| shardlog::Writer::new(&spec, i)).await?;
-        reports.push(run::run("shardlog (NDJSON)", &w.name, conns, w.commit_bytes, &pace).await);
+        done(
+            &mut reports,
+            run::run("shardlog (NDJSON)", &w.name, conns, w.commit_bytes, &pace).await,
+        );
 
         if have_redis {
             let fsync = if w.durability == "sync" { "always" } else { "everysec" };
             let p = redis::start(scratch.path(), fsync).await?;
             let conns = open(c, |_| redis::Xadd::new(p.port, w.batch, w.commit_bytes)).await?;
             let sys = format!("Redis XADD ({fsync})");
-            reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+            done(&mut reports, run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
         }
         if have_nats && w.durability == "async" {
             let p = nats::start(scratch.path()).await?;
             nats::create_stream(p.port).await?;
             let conns = open(c, |_| nats::Publish::new(p.port, w.batch, w.commit_bytes)).await?;
-            reports.push(run::run("NATS JetStream", &w.name, conns, w.commit_bytes, &pace).await);
+            done(
+                &mut reports,
+                run::run("NATS JetStream", &w.name, conns, w.commit_bytes, &pace).await,
+            );
         }
         if have_pg {
             let cl = postgres::start(scratch.path()).await?;
@@ -131,12 +138,12 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
                     open(c, |_| postgres::Revision::new(cl.port, w.durability, w.commit_bytes))
                         .await?;
                 let sys = "PostgreSQL revision counter".to_owned();
-                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+                done(&mut reports, run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
                 let conns =
                     open(1, |_| postgres::Revision::new(cl.port, w.durability, w.commit_bytes))
                         .await?;
                 let sys = "PostgreSQL revision counter, 1 client".to_owned();
-                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+                done(&mut reports, run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
             } else {
                 let conns = open(c, |_| {
                     postgres::Copy::new(cl.port, w.durability, w.batch, w.commit_bytes)
@@ -146,14 +153,15 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
                     "PostgreSQL COPY (synchronous_commit={})",
                     if w.durability == "sync" { "on" } else { "off" }
                 );
-                reports.push(run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+                done(&mut reports, run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
             }
         }
     }
-    // Reads of what the first workload wrote: the merged timeline as NDJSON pages, and a tail
-    // from the beginning.
-    reports.push(shardlog::read_timeline(&server.addr, "bench-0", 10_000, true).await?);
-    reports.push(shardlog::tail(&server.addr, "bench-0", pace.duration, u64::MAX).await?);
+    // Reads of what the first workload (100 B commits) wrote: the merged timeline as NDJSON
+    // pages, and a tail from the beginning.
+    let (addr, d) = (&server.addr, pace.duration);
+    done(&mut reports, shardlog::read_timeline(addr, "w0-0", 10_000, true, d).await?);
+    done(&mut reports, shardlog::tail(addr, "w0-0", d, u64::MAX).await?);
     drop(server);
 
     std::fs::write(opts.out.join("results.json"), serde_json::to_vec_pretty(&reports)?)?;
@@ -163,6 +171,12 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
     );
     std::fs::write(opts.out.join("chart.svg"), crate::chart::svg(&title, &reports))?;
     Ok(reports)
+}
+
+/// Keeps a finished run and prints its line, so a long comparison shows where it is.
+fn done(reports: &mut Vec<Report>, r: Report) {
+    eprintln!("{r}");
+    reports.push(r);
 }
 
 /// Where temporary data goes: the working disk, not a tmpfs (fsync must mean something).

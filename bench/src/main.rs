@@ -16,7 +16,7 @@ mod run;
 mod shardlog;
 
 use clap::{Parser, Subcommand};
-use run::{Pace, Report};
+use run::Pace;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ struct ReadArgs {
     /// Commits per page.
     #[arg(long, default_value_t = 10_000)]
     limit: usize,
-    /// Seconds to tail.
+    /// Seconds to read or tail.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     #[arg(long)]
@@ -114,24 +114,6 @@ struct CompareArgs {
     skip_missing: bool,
 }
 
-fn print(r: &Report) {
-    println!(
-        "{} / {}: {} commits in {:.2} s = {} commits/s, {:.1} MB/s; latency p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms; errors {:?}",
-        r.system,
-        r.workload,
-        r.commits,
-        r.seconds,
-        compare::fmt_rate(r.commits_per_s),
-        r.mb_per_s,
-        r.latency.p50_us as f64 / 1e3,
-        r.latency.p90_us as f64 / 1e3,
-        r.latency.p99_us as f64 / 1e3,
-        r.latency.p999_us as f64 / 1e3,
-        r.latency.max_us as f64 / 1e3,
-        r.errors
-    );
-}
-
 fn save(path: Option<&PathBuf>, r: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(p) = path {
         std::fs::write(p, serde_json::to_vec_pretty(r)?)?;
@@ -150,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let spec = shardlog::WriteSpec {
                 addr: a.addr.clone(),
+                log_prefix: "bench-".into(),
                 logs: a.logs,
                 batch: a.batch,
                 commit_bytes: a.commit_bytes,
@@ -176,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
                 if a.keyed { ", keyed" } else { "" }
             );
             let r = run::run("shardlog", &workload, conns, a.commit_bytes, &pace).await;
-            print(&r);
+            println!("{r}");
             save(a.json.as_ref(), &r)?;
         }
         Command::Read(a) => {
@@ -185,9 +168,12 @@ async fn main() -> anyhow::Result<()> {
                     shardlog::tail(&a.addr, &a.log, Duration::from_secs_f64(a.seconds), u64::MAX)
                         .await?
                 }
-                m => shardlog::read_timeline(&a.addr, &a.log, a.limit, m == "ndjson").await?,
+                m => {
+                    let d = Duration::from_secs_f64(a.seconds);
+                    shardlog::read_timeline(&a.addr, &a.log, a.limit, m == "ndjson", d).await?
+                }
             };
-            print(&r);
+            println!("{r}");
             save(a.json.as_ref(), &r)?;
         }
         Command::Compare(a) => {

@@ -59,6 +59,28 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |us: u64| us as f64 / 1e3;
+        write!(
+            f,
+            "{} / {}: {} commits in {:.2} s = {} commits/s, {:.1} MB/s; latency p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms; errors {:?}",
+            self.system,
+            self.workload,
+            self.commits,
+            self.seconds,
+            crate::compare::fmt_rate(self.commits_per_s),
+            self.mb_per_s,
+            ms(self.latency.p50_us),
+            ms(self.latency.p90_us),
+            ms(self.latency.p99_us),
+            ms(self.latency.p999_us),
+            ms(self.latency.max_us),
+            self.errors
+        )
+    }
+}
+
 impl Report {
     /// Errors of every class.
     pub fn error_count(&self) -> u64 {

@@ -23,6 +23,8 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct WriteSpec {
     pub addr: String,
+    /// Connection `i` writes log `{log_prefix}{i % logs}`.
+    pub log_prefix: String,
     pub logs: usize,
     pub batch: usize,
     pub commit_bytes: usize,
@@ -123,7 +125,8 @@ impl Writer {
         Ok(Writer {
             http: Http::connect(&spec.addr).await?,
             path: format!(
-                "/v1/logs/bench-{}/commits?durability={}&ids=false",
+                "/v1/logs/{}{}/commits?durability={}&ids=false",
+                spec.log_prefix,
                 i % spec.logs.max(1),
                 spec.durability
             ),
@@ -147,22 +150,27 @@ impl Conn for Writer {
     }
 }
 
-/// Reads the whole timeline of `log` in pages of `limit` (following `next`), or as one NDJSON
-/// stream when `ndjson`, with eventual consistency. Reports commits/s; latency is per page.
+/// Reads the timeline of `log` from its start in pages of `limit` (following `next`), as JSON or
+/// NDJSON, with eventual consistency, until its end or for `duration`. Reports commits/s;
+/// latency is per page.
 pub async fn read_timeline(
     addr: &str,
     log: &str,
     limit: usize,
     ndjson: bool,
+    duration: Duration,
 ) -> anyhow::Result<Report> {
     let mut http = Http::connect(addr).await?;
     let start = Instant::now();
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut commits, mut bytes, mut pages) = (0u64, 0u64, 0u64);
     let mut after = String::new();
-    loop {
-        let path =
-            format!("/v1/logs/{log}/timeline?consistency=eventual&limit={limit}&after={after}");
+    while start.elapsed() < duration {
+        let mut path = format!("/v1/logs/{log}/timeline?consistency=eventual&limit={limit}");
+        if !after.is_empty() {
+            path.push_str("&after=");
+            path.push_str(&after);
+        }
         let accept = if ndjson { "application/x-ndjson" } else { "application/json" };
         let t = Instant::now();
         let (status, body) = http
