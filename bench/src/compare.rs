@@ -232,3 +232,48 @@ pub fn fmt_rate(v: f64) -> String {
         format!("{v:.0}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Latency;
+
+    fn report(system: &str, workload: &str, per_s: f64) -> Report {
+        Report {
+            system: system.into(),
+            workload: workload.into(),
+            commits: per_s as u64,
+            batches: 1,
+            seconds: 1.0,
+            commits_per_s: per_s,
+            mb_per_s: per_s * 100.0 / 1e6,
+            latency: Latency { p50_us: 1500, p90_us: 0, p99_us: 0, p999_us: 0, max_us: 0 },
+            errors: [("http 503".to_owned(), 2)].into(),
+        }
+    }
+
+    #[test]
+    fn the_table_gives_each_peer_its_ratio_to_shardlog_in_the_same_workload() {
+        let t = table(&[
+            report("shardlog (NDJSON)", "small", 4e6),
+            report("Redis", "small", 2.5e5),
+            report("shardlog (NDJSON)", "one", 1e4),
+            report("Redis", "one", 2e4),
+        ]);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 4);
+        assert!(rows[0].ends_with("| 4.00 M | 400.0 | 1.50 ms | — | — | 2 | — |"), "{}", rows[0]);
+        assert!(rows[1].ends_with("| 16.0× |"), "{}", rows[1]);
+        assert!(rows[3].ends_with("| 0.5× |"), "{}", rows[3]);
+        assert_eq!(fmt_rate(3_100.0), "3.1 k");
+        assert_eq!(fmt_rate(590_000.0), "590 k");
+        assert_eq!(fmt_rate(42.0), "42");
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_report() {
+        let svg = crate::chart::svg("t", &[report("a", "w", 10.0), report("b", "w", 1e6)]);
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..40]);
+        assert_eq!(svg.matches("<rect").count() - svg.matches("<rect width=\"100%\"").count(), 2);
+    }
+}

@@ -92,6 +92,9 @@ struct ReadArgs {
     /// Seconds to read or tail.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Stop a tail once this many commits arrived.
+    #[arg(long)]
+    count: Option<u64>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -165,8 +168,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Read(a) => {
             let r = match a.mode.as_str() {
                 "tail" => {
-                    shardlog::tail(&a.addr, &a.log, Duration::from_secs_f64(a.seconds), u64::MAX)
-                        .await?
+                    shardlog::tail(
+                        &a.addr,
+                        &a.log,
+                        Duration::from_secs_f64(a.seconds),
+                        a.count.unwrap_or(u64::MAX),
+                    )
+                    .await?
                 }
                 m => {
                     let d = Duration::from_secs_f64(a.seconds);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the peers `shardlog-bench compare` measures shardlog against, from Debian's packages:
+# Redis (Streams), NATS server (JetStream), PostgreSQL. compare starts each itself on loopback
+# ports with temporary data directories, so the services the packages enable are stopped here
+# (they would hold the default ports and spend the CPU the comparison measures).
+# Run as root (or with sudo). Idempotent.
+set -euo pipefail
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    redis-server nats-server postgresql
+
+# Leave no packaged service running beside the benchmark (no init system: nothing to stop).
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    "${sudo[@]}" systemctl stop redis-server postgresql nats-server 2>/dev/null || true
+fi
+"${sudo[@]}" pkill -x redis-server 2>/dev/null || true
+
+for p in redis-server nats-server; do
+    command -v "$p" >/dev/null || { echo "missing after install: $p" >&2; exit 1; }
+done
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null || { echo "missing: postgres" >&2; exit 1; }
+echo "peers installed: $(redis-server --version | cut -d' ' -f1-3), nats-server $(nats-server --version | awk '{print $NF}'), $(ls -d /usr/lib/postgresql/*/ | xargs -n1 basename | sed 's/^/PostgreSQL /')"
