@@ -49,6 +49,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         idempotency,
         consumers: crate::consumers::Consumers::new(&config_dir)?,
         metrics,
+        hubs: Default::default(),
     }))
 }
 

@@ -5,6 +5,7 @@
 //! workers). What it is not: the writers or the storage.
 
 pub mod error;
+pub mod hub;
 mod ingest;
 mod logs;
 mod metrics;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub consumers: crate::consumers::Consumers,
     /// Prometheus families.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The mergers feeding live tails, one per log that has any.
+    pub hubs: hub::Hubs,
 }
 
 impl AppState {

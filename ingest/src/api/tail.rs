@@ -2,13 +2,14 @@
 //! server-sent events (`id:` = the commit's ULID, so `Last-Event-ID` resumes exactly) or NDJSON,
 //! and `PUT/GET /v1/logs/{log}/consumers/{name}` store and read durable cursors.
 //!
-//! Each tail owns a merger and reads only what is final (at or below the watermark), so a
-//! reconnect with the last ID seen misses nothing and repeats nothing. A tail sends through a
-//! bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
-//! `TAIL_STALL_MS` is disconnected, never buffered without limit. What it is not (yet): one
-//! shared merger feeding many tails.
+//! A tail sends only what is final (at or below the watermark), so a reconnect with the last ID
+//! seen misses nothing and repeats nothing. While behind, it reads on its own merger; once
+//! caught up it joins its log's hub (`hub`: one merger feeding every live tail) and goes back
+//! to its own merger, from its exact cursor, if it falls behind the hub's buffer. It sends
+//! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
+//! `TAIL_STALL_MS` is disconnected, never buffered without limit.
 
-use super::read::render_into;
+use super::hub::{self, CHUNK_COMMITS_MAX, Chunk};
 use super::{AppState, blocking, check_name, existing_log};
 use crate::api::error::ApiError;
 use axum::Json;
@@ -21,13 +22,15 @@ use idgen::Ulid;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use storage::{Merger, Start};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Chunks a tail may have queued for a slow client.
 pub const TAIL_CHUNKS_MAX: usize = 16;
-/// Commits read into one chunk at most.
-pub const TAIL_CHUNK_COMMITS_MAX: usize = 500;
+/// Chunks a tail reads on its own, at most, when it joins its hub (past that it is not caught
+/// up: it tries again later).
+pub const TAIL_JOIN_CHUNKS_MAX: usize = 8;
 /// A client that takes no chunk for this long is disconnected.
 pub const TAIL_STALL_MS: u64 = 30_000;
 /// Pause between polls when nothing new is final.
@@ -82,8 +85,7 @@ pub(super) async fn tail(
         .is_some_and(|a| a.contains("application/x-ndjson"));
     let key = q.key.map(String::into_bytes);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(TAIL_CHUNKS_MAX);
-    let merger = Merger::new(entry.log.shards(), start);
-    tokio::spawn(feed(Arc::clone(&st), entry, merger, key, sse, tx));
+    tokio::spawn(feed(Arc::clone(&st), entry, start, key, sse, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     });
@@ -111,88 +113,225 @@ fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
     })
 }
 
-/// Reads final commits and sends them until the client goes away or stalls.
+/// How a tail's stretch on one source ended.
+enum Ended {
+    /// The client went away or stalled, or the storage failed: stop.
+    Stop,
+    /// Caught up: take the hub's chunks from here.
+    Joined(hub::Subscription),
+    /// Fell behind the hub's buffer (or the hub stopped): read on its own again.
+    Behind,
+}
+
+/// Sends final commits until the client goes away or stalls: on its own merger while behind,
+/// from the hub once caught up.
 async fn feed(
     st: Arc<AppState>,
     entry: Arc<crate::logs::LogEntry>,
-    mut merger: Merger,
+    start: Start,
     key: Option<Vec<u8>>,
     sse: bool,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let key = Arc::new(key);
-    let mut idle_ms = 0;
     st.metrics.tails_active.inc();
     // Counts the tail down however it ends.
     let _active = TailGuard(st.metrics.tails_active.clone());
-    // The shards' marks when the last read found nothing: while they stand still nothing new
-    // can be final, so an idle tail skips the read (and its trip to the blocking pool).
-    let mut idle_marks: Option<Vec<Ulid>> = None;
+    let out = Out { st: Arc::clone(&st), key, sse, tx, last_sent: Instant::now() };
+    // The last commit sent (or passed over by the key filter): where the tail resumes.
+    let cursor = match start {
+        Start::After(id) => id,
+        Start::Beginning | Start::From(_) => Ulid(0),
+    };
+    let mut t = Tail { out, cursor };
+    let mut merger = Merger::new(entry.log.shards(), start);
     loop {
-        let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
-        if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
-            if !wait_idle(&tx, sse, &mut idle_ms).await {
-                return;
+        let sub = match t.catch_up(&entry, merger).await {
+            Ended::Joined(sub) => sub,
+            Ended::Stop | Ended::Behind => return,
+        };
+        match t.live(sub).await {
+            Ended::Behind => {
+                st.metrics.tail_catchups.inc();
+                merger = Merger::new(entry.log.shards(), Start::After(t.cursor));
             }
-            continue;
+            Ended::Stop | Ended::Joined(_) => return,
         }
-        let k = Arc::clone(&key);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut n = 0;
-            while n < TAIL_CHUNK_COMMITS_MAX {
-                let Some(r) = merger.next()? else { break };
-                n += 1;
-                if k.as_deref().is_some_and(|k| r.frame.key != k) {
-                    continue;
-                }
-                if sse {
-                    out.extend_from_slice(b"id: ");
-                    out.extend_from_slice(&idgen::encode(r.frame.id));
-                    out.extend_from_slice(b"\nevent: commit\ndata: ");
-                    render_into(&mut out, &r);
-                    out.extend_from_slice(b"\n\n");
-                } else {
-                    render_into(&mut out, &r);
-                    out.push(b'\n');
-                }
+    }
+}
+
+/// One tail's client side.
+struct Out {
+    st: Arc<AppState>,
+    key: Option<Vec<u8>>,
+    sse: bool,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    last_sent: Instant,
+}
+
+impl Out {
+    /// The commits of `chunk` above `after` (of the key asked for), framed for the client.
+    fn frame(&self, chunk: &Chunk, after: Ulid) -> Bytes {
+        if !self.sse && self.key.is_none() {
+            return chunk.lines_after(after);
+        }
+        let first = chunk.ids.partition_point(|&id| id <= after);
+        let mut out = Vec::new();
+        for i in first..chunk.ids.len() {
+            if self.key.as_deref().is_some_and(|k| chunk.key(i) != k) {
+                continue;
             }
-            Ok::<_, storage::StorageError>((merger, n, out))
-        })
-        .await;
-        let Ok(Ok((m, n, out))) = read else { return };
-        merger = m;
-        idle_marks = (n == 0).then_some(marks);
-        if !out.is_empty() {
-            idle_ms = 0;
-            let sent = tokio::time::timeout(
-                Duration::from_millis(TAIL_STALL_MS),
-                tx.send(Bytes::from(out)),
-            )
+            let line = chunk.line(i);
+            if self.sse {
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(&idgen::encode(chunk.ids[i]));
+                out.extend_from_slice(b"\nevent: commit\ndata: ");
+                out.extend_from_slice(&line[..line.len() - 1]);
+                out.extend_from_slice(b"\n\n");
+            } else {
+                out.extend_from_slice(line);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Sends `bytes` (if any); `false` once the client is gone or too slow.
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        if bytes.is_empty() {
+            return !self.tx.is_closed();
+        }
+        self.last_sent = Instant::now();
+        let sent =
+            tokio::time::timeout(Duration::from_millis(TAIL_STALL_MS), self.tx.send(bytes)).await;
+        match sent {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false, // gone
+            Err(_) => {
+                // Too slow: disconnect rather than buffer.
+                self.st.metrics.tails_slow_disconnects.inc();
+                false
+            }
+        }
+    }
+
+    /// Sends a keepalive comment when nothing was sent for `TAIL_KEEPALIVE_MS` (SSE);
+    /// `false` once the client is gone.
+    fn keepalive(&mut self) -> bool {
+        if self.last_sent.elapsed() >= Duration::from_millis(TAIL_KEEPALIVE_MS) {
+            self.last_sent = Instant::now();
+            if self.sse
+                && self.tx.try_send(Bytes::from_static(b": keepalive\n\n")).is_err()
+                && self.tx.is_closed()
+            {
+                return false;
+            }
+        }
+        !self.tx.is_closed()
+    }
+}
+
+struct Tail {
+    out: Out,
+    cursor: Ulid,
+}
+
+impl Tail {
+    /// Reads on its own merger until caught up, then joins the log's hub.
+    async fn catch_up(&mut self, entry: &Arc<crate::logs::LogEntry>, mut merger: Merger) -> Ended {
+        // The shards' marks when the last read found nothing: while they stand still nothing
+        // new can be final, so an idle tail skips the read (and its trip to the blocking pool).
+        let mut idle_marks: Option<Vec<Ulid>> = None;
+        loop {
+            let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
+            if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
+                if !self.idle().await {
+                    return Ended::Stop;
+                }
+                continue;
+            }
+            let read = tokio::task::spawn_blocking(move || {
+                let chunk = hub::read_chunk(&mut merger, CHUNK_COMMITS_MAX)?;
+                Ok::<_, storage::StorageError>((merger, chunk))
+            })
             .await;
-            match sent {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return, // gone
-                Err(_) => {
-                    // Too slow: disconnect rather than buffer.
-                    st.metrics.tails_slow_disconnects.inc();
-                    return;
+            let Ok(Ok((m, chunk))) = read else { return Ended::Stop };
+            merger = m;
+            let n = chunk.as_ref().map_or(0, |c| c.ids.len());
+            idle_marks = (n == 0).then_some(marks);
+            if let Some(c) = chunk
+                && !self.send(&c).await
+            {
+                return Ended::Stop;
+            }
+            if n < CHUNK_COMMITS_MAX {
+                // Caught up with what is final: join the hub, reading on our own up to its tip.
+                let sub = hub::subscribe(&self.out.st, entry);
+                let tip = sub.tip;
+                let joined = tokio::task::spawn_blocking(move || {
+                    let r = hub::read_through(&mut merger, tip, TAIL_JOIN_CHUNKS_MAX);
+                    r.map(|(chunks, done)| (merger, chunks, done))
+                })
+                .await;
+                let Ok(Ok((m, chunks, done))) = joined else { return Ended::Stop };
+                merger = m;
+                for c in &chunks {
+                    if !self.send(c).await {
+                        return Ended::Stop;
+                    }
+                }
+                if done {
+                    self.cursor = self.cursor.max(tip);
+                    return Ended::Joined(sub);
+                }
+                drop(sub);
+                // A commit is published but not yet final: ask idle writers to pass it now
+                // rather than at their next tick.
+                if let Some(waiting) = merger.waiting() {
+                    self.out.st.writers.nudge_to(waiting);
+                }
+                if !self.idle().await {
+                    return Ended::Stop;
                 }
             }
         }
-        if n < TAIL_CHUNK_COMMITS_MAX {
-            if tx.is_closed() {
-                return;
-            }
-            // A commit is published but not yet final: ask idle writers to pass it now rather
-            // than at their next tick.
-            if let Some(waiting) = merger.waiting() {
-                st.writers.nudge_to(waiting);
-            }
-            if !wait_idle(&tx, sse, &mut idle_ms).await {
-                return;
+    }
+
+    /// Takes the hub's chunks until the client goes or the tail falls behind.
+    async fn live(&mut self, mut sub: hub::Subscription) -> Ended {
+        loop {
+            let keepalive = self.out.last_sent + Duration::from_millis(TAIL_KEEPALIVE_MS);
+            tokio::select! {
+                r = sub.rx.recv() => match r {
+                    Ok(chunk) => {
+                        if !self.send(&chunk).await {
+                            return Ended::Stop;
+                        }
+                    }
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return Ended::Behind,
+                },
+                () = self.out.tx.closed() => return Ended::Stop,
+                () = tokio::time::sleep_until(keepalive.into()) => {
+                    if !self.out.keepalive() {
+                        return Ended::Stop;
+                    }
+                }
             }
         }
+    }
+
+    /// Sends what `chunk` holds above the cursor and moves the cursor past it.
+    async fn send(&mut self, chunk: &Chunk) -> bool {
+        if chunk.last() <= self.cursor {
+            return true;
+        }
+        let bytes = self.out.frame(chunk, self.cursor);
+        self.cursor = chunk.last();
+        self.out.send(bytes).await
+    }
+
+    /// Sleeps one poll period; `false` once the client is gone.
+    async fn idle(&mut self) -> bool {
+        tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
+        self.out.keepalive()
     }
 }
 
@@ -203,20 +342,6 @@ impl Drop for TailGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Sleeps one poll period, sending a keepalive comment when idle long enough; `false` once the
-/// client is gone.
-async fn wait_idle(tx: &tokio::sync::mpsc::Sender<Bytes>, sse: bool, idle_ms: &mut u64) -> bool {
-    tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
-    *idle_ms += TAIL_POLL_MS;
-    if sse && *idle_ms >= TAIL_KEEPALIVE_MS {
-        *idle_ms = 0;
-        if tx.try_send(Bytes::from_static(b": keepalive\n\n")).is_err() && tx.is_closed() {
-            return false;
-        }
-    }
-    !tx.is_closed()
 }
 
 #[derive(Debug, Deserialize)]

@@ -122,6 +122,10 @@ pub struct Metrics {
     pub tails_active: IntGauge,
     /// Tails disconnected because their client stopped reading.
     pub tails_slow_disconnects: IntCounter,
+    /// Hubs (one merger feeding a log's live tails) running now.
+    pub tail_hubs: IntGauge,
+    /// Live tails that fell behind their hub's buffer and went back to reading on their own.
+    pub tail_catchups: IntCounter,
     /// Appends refused for a stale expected revision (streams; zero until they exist).
     pub revision_conflicts: IntCounter,
     /// Storage's own families (fsync timings), shared by every log.
@@ -247,11 +251,20 @@ impl Metrics {
             "shardlog_tail_slow_disconnects_total",
             "Tails disconnected because their client stopped reading",
         );
+        let tail_hubs = IntGauge::new(
+            "shardlog_tail_hubs",
+            "Mergers feeding live tails now (at most one per log)",
+        )
+        .expect("valid gauge");
+        let tail_catchups = counter(
+            "shardlog_tail_catchups_total",
+            "Live tails that fell behind their hub's buffer and went back to their own merger",
+        );
         let revision_conflicts = counter(
             "shardlog_stream_revision_conflicts_total",
             "Stream appends refused for a stale expected revision (zero until streams exist)",
         );
-        let collectors: [Box<dyn Collector>; 18] = [
+        let collectors: [Box<dyn Collector>; 20] = [
             Box::new(http_duration.clone()),
             Box::new(http_body.clone()),
             Box::new(deadline_misses.clone()),
@@ -269,6 +282,8 @@ impl Metrics {
             Box::new(body_budget_full.clone()),
             Box::new(tails_active.clone()),
             Box::new(tails_slow_disconnects.clone()),
+            Box::new(tail_hubs.clone()),
+            Box::new(tail_catchups.clone()),
             Box::new(revision_conflicts.clone()),
         ];
         let registry = Registry::new();
@@ -289,6 +304,8 @@ impl Metrics {
             body_budget_full: body_budget_full.clone(),
             tails_active: tails_active.clone(),
             tails_slow_disconnects: tails_slow_disconnects.clone(),
+            tail_hubs: tail_hubs.clone(),
+            tail_catchups: tail_catchups.clone(),
             revision_conflicts: revision_conflicts.clone(),
             http_duration: http_duration.clone(),
             http_body: http_body.clone(),

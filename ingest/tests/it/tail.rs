@@ -146,3 +146,125 @@ fn last_event_id_wins_over_after_and_consumer_names_are_checked() {
     assert_eq!(s, 200);
     assert!(v["watermark"].as_str().unwrap() >= all[5].as_str(), "{v}");
 }
+
+/// The value of an unlabelled family in a scrape of `/metrics`.
+fn metric(addr: &str, name: &str) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let prefix = format!("{name} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{name}"));
+    line[prefix.len()..].trim().parse().unwrap()
+}
+
+/// Waits until `name` reads `want`.
+fn wait_metric(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(addr, name) != want {
+        assert!(Instant::now() < deadline, "{name} never reached {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn many_live_tails_share_one_merger_and_each_sees_every_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--default-shards", "4"]);
+    let after = write(&server.addr, 0, 10).into_iter().max().unwrap();
+    let (rounds, n) = (20, 25);
+    let tails = 12;
+    let readers: Vec<_> = (0..tails)
+        .map(|t| {
+            let addr = server.addr.clone();
+            let (query, headers, want) = match t % 3 {
+                0 => (format!("after={after}"), "", rounds * n),
+                1 => (format!("after={after}"), "accept: application/x-ndjson\r\n", rounds * n),
+                _ => (format!("after={after}&key=k3"), "", rounds),
+            };
+            std::thread::spawn(move || {
+                tail(&addr, &format!("/v1/logs/tl/tail?{query}"), headers, want)
+            })
+        })
+        .collect();
+    // Every tail has caught up and joined the one hub before the writes start.
+    wait_metric(&server.addr, "shardlog_tails_active", tails as f64);
+    wait_metric(&server.addr, "shardlog_tail_hubs", 1.0);
+    let rounds_ids: Vec<Vec<String>> = (1..=rounds).map(|r| write(&server.addr, r, n)).collect();
+    let mut all: Vec<String> = rounds_ids.iter().flatten().cloned().collect();
+    all.sort();
+    // write() gives commit i the key k{i}: one k3 a round.
+    let mut k3: Vec<String> = rounds_ids.iter().map(|ids| ids[3].clone()).collect();
+    k3.sort();
+    for (t, r) in readers.into_iter().enumerate() {
+        // Whatever arrived, not just the first `want`: a repeat would show as one too many.
+        let seen = r.join().unwrap();
+        let want = if t % 3 == 2 { &k3 } else { &all };
+        assert_eq!(&seen, want, "tail {t}");
+    }
+    // The hub stops with its last tail.
+    wait_metric(&server.addr, "shardlog_tails_active", 0.0);
+    wait_metric(&server.addr, "shardlog_tail_hubs", 0.0);
+}
+
+/// A client with a 4 KiB receive buffer, so that a tail it stops reading blocks soon.
+fn connect_small(addr: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, connect, socket, sockopt};
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+    connect(&fd, &sa).unwrap();
+    TcpStream::from(fd)
+}
+
+#[test]
+fn a_live_tail_that_falls_behind_its_hub_reads_on_its_own_and_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--default-shards", "2"]);
+    let after = write(&server.addr, 0, 1).remove(0);
+    let mut s = connect_small(&server.addr);
+    write!(
+        s,
+        "GET /v1/logs/tl/tail?after={after} HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n"
+    )
+    .unwrap();
+    wait_metric(&server.addr, "shardlog_tail_hubs", 1.0);
+    // The client reads nothing while far more chunks pass than the hub keeps (one request of
+    // one 16 KiB commit after another: about a chunk each), beyond what the server's socket
+    // buffer holds (up to 4 MiB on Linux).
+    let pad = "x".repeat(16 << 10);
+    let mut written = Vec::new();
+    for i in 0..600 {
+        let line = format!("{{\"i\":{i},\"p\":\"{pad}\"}}\n");
+        let (st, _, v) = request(
+            &server.addr,
+            "POST",
+            "/v1/logs/tl/commits",
+            Some("application/x-ndjson"),
+            line.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{v}");
+        written.push(v["ids"][0].as_str().unwrap().to_owned());
+    }
+    written.sort();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Each complete line parsed once (chunk-size lines of the HTTP framing are not commits).
+    let (mut seen, mut pending) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < written.len() {
+        assert!(Instant::now() < deadline, "the tail stopped at {} commits", seen.len());
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the server closed the tail"),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            seen.extend(ids_in(&String::from_utf8_lossy(&line)));
+        }
+    }
+    assert_eq!(seen, written);
+    assert!(metric(&server.addr, "shardlog_tail_catchups_total") >= 1.0);
+}
