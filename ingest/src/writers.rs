@@ -78,6 +78,8 @@ pub struct Writers {
     nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>>,
     /// The highest ULID a waiting strong read asked the marks to reach.
     nudge_target: Arc<Mutex<u128>>,
+    /// Woken by every writer at the end of each burst (marks may have risen).
+    bursts: Arc<tokio::sync::Notify>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -96,6 +98,7 @@ impl Writers {
         let nudge_pending: Arc<Vec<std::sync::atomic::AtomicBool>> =
             Arc::new((0..n).map(|_| Default::default()).collect());
         let nudge_target = Arc::new(Mutex::new(0u128));
+        let bursts = Arc::new(tokio::sync::Notify::new());
         for w in 0..n {
             let (tx, rx) = mpsc::channel(depth);
             queues.push(tx);
@@ -103,10 +106,11 @@ impl Writers {
             let pending = Arc::clone(&nudge_pending);
             let target = Arc::clone(&nudge_target);
             let m = metrics.writers[w].clone();
+            let b = Arc::clone(&bursts);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shardlog-writer-{w}"))
-                    .spawn(move || run(rx, burst_max, core, &pending[w], &target, &m))?,
+                    .spawn(move || run(rx, burst_max, core, &pending[w], &target, &m, &b))?,
             );
         }
         Ok(Writers {
@@ -115,8 +119,16 @@ impl Writers {
             nudges_held: Default::default(),
             nudge_pending,
             nudge_target,
+            bursts,
             metrics,
         })
+    }
+
+    /// Notified whenever a writer ends a burst (appends published, nudges handled): a reader
+    /// waiting for the marks to rise registers (`notified().enable()`) before it checks them,
+    /// then waits on it, and wakes within microseconds instead of on a timer tick.
+    pub fn bursts(&self) -> &tokio::sync::Notify {
+        &self.bursts
     }
 
     /// Number of writers.
@@ -232,6 +244,7 @@ fn run(
     nudge_pending: &std::sync::atomic::AtomicBool,
     nudge_target: &Mutex<u128>,
     metrics: &crate::metrics::WriterMetrics,
+    bursts: &tokio::sync::Notify,
 ) {
     if let Some(c) = core {
         let mut set = rustix::thread::CpuSet::new();
@@ -310,6 +323,7 @@ fn run(
             let _ = a.reply.send(result);
         }
         metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
+        bursts.notify_waiters();
     }
     rx.close();
     for (key, mut w) in shards {

@@ -198,9 +198,13 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
                 break;
             }
         }
+        // Registered before the marks are read, so a burst ending after that still wakes us.
+        let burst = st.writers.bursts().notified();
+        tokio::pin!(burst);
+        burst.as_mut().enable();
         let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
         if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
-            tokio::time::sleep(Duration::from_millis(HUB_POLL_MS)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(HUB_POLL_MS), burst).await;
             continue;
         }
         let read = tokio::task::spawn_blocking(move || {
@@ -227,7 +231,9 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
             if let Some(waiting) = merger.waiting() {
                 st.writers.nudge_to(waiting);
             }
-            tokio::time::sleep(Duration::from_millis(HUB_POLL_MS)).await;
+            // Until a writer ends a burst (new commits, or the nudged marks), at most a poll
+            // period (a cross-shard decision is not a burst).
+            let _ = tokio::time::timeout(Duration::from_millis(HUB_POLL_MS), burst).await;
         }
     }
     st.metrics.tail_hubs.dec();
