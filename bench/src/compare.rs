@@ -161,7 +161,7 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
     // pages, and a tail from the beginning.
     let (addr, d) = (&server.addr, pace.duration);
     done(&mut reports, shardlog::read_timeline(addr, "w0-0", 10_000, true, d).await?);
-    done(&mut reports, shardlog::tail(addr, "w0-0", d, u64::MAX).await?);
+    done(&mut reports, shardlog::tail(addr, "w0-0", d, u64::MAX, false).await?);
     drop(server);
 
     std::fs::write(opts.out.join("results.json"), serde_json::to_vec_pretty(&reports)?)?;

@@ -95,6 +95,12 @@ struct ReadArgs {
     /// Stop a tail once this many commits arrived.
     #[arg(long)]
     count: Option<u64>,
+    /// Concurrent tails (the report sums what they received).
+    #[arg(long, default_value_t = 1)]
+    tails: usize,
+    /// Tail from the watermark (`after=now`) rather than from the start.
+    #[arg(long)]
+    from_now: bool,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -115,6 +121,38 @@ struct CompareArgs {
     /// Leave out peers that are not installed.
     #[arg(long)]
     skip_missing: bool,
+}
+
+/// `--tails` concurrent tails; one report summing what they received.
+async fn tails(a: &ReadArgs) -> anyhow::Result<run::Report> {
+    anyhow::ensure!(a.tails > 0, "tails must be positive");
+    let d = Duration::from_secs_f64(a.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..a.tails {
+        let (addr, log, count, now) = (a.addr.clone(), a.log.clone(), a.count, a.from_now);
+        tasks.push(tokio::spawn(async move {
+            shardlog::tail(&addr, &log, d, count.unwrap_or(u64::MAX), now).await
+        }));
+    }
+    let mut total: Option<run::Report> = None;
+    for t in tasks {
+        let r = t.await??;
+        total = Some(match total {
+            None => r,
+            Some(mut sum) => {
+                sum.commits += r.commits;
+                sum.commits_per_s += r.commits_per_s;
+                sum.mb_per_s += r.mb_per_s;
+                sum.seconds = sum.seconds.max(r.seconds);
+                sum
+            }
+        });
+    }
+    let mut r = total.expect("at least one tail");
+    if a.tails > 1 {
+        r.workload = format!("{} × {}", a.tails, r.workload);
+    }
+    Ok(r)
 }
 
 fn save(path: Option<&PathBuf>, r: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -167,15 +205,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Read(a) => {
             let r = match a.mode.as_str() {
-                "tail" => {
-                    shardlog::tail(
-                        &a.addr,
-                        &a.log,
-                        Duration::from_secs_f64(a.seconds),
-                        a.count.unwrap_or(u64::MAX),
-                    )
-                    .await?
-                }
+                "tail" => tails(&a).await?,
                 m => {
                     let d = Duration::from_secs_f64(a.seconds);
                     shardlog::read_timeline(&a.addr, &a.log, a.limit, m == "ndjson", d).await?

@@ -225,18 +225,20 @@ pub async fn read_timeline(
     })
 }
 
-/// Tails `log` from its beginning as NDJSON for `duration` (or until `commits_max` arrived):
-/// commits/s delivered.
+/// Tails `log` as NDJSON, from its beginning or (`from_now`) from the watermark, for `duration`
+/// (or until `commits_max` arrived): commits/s delivered.
 pub async fn tail(
     addr: &str,
     log: &str,
     duration: Duration,
     commits_max: u64,
+    from_now: bool,
 ) -> anyhow::Result<Report> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let query = if from_now { "?after=now" } else { "" };
     s.write_all(
-        format!("GET /v1/logs/{log}/tail HTTP/1.1\r\nhost: {addr}\r\naccept: application/x-ndjson\r\n\r\n")
+        format!("GET /v1/logs/{log}/tail{query} HTTP/1.1\r\nhost: {addr}\r\naccept: application/x-ndjson\r\n\r\n")
             .as_bytes(),
     )
     .await?;
@@ -258,7 +260,7 @@ pub async fn tail(
     let seconds = start.elapsed().as_secs_f64();
     Ok(Report {
         system: "shardlog".into(),
-        workload: "tail (NDJSON, from the start)".into(),
+        workload: format!("tail (NDJSON, from {})", if from_now { "now" } else { "the start" }),
         commits: lines,
         batches: 0,
         seconds,
