@@ -87,6 +87,10 @@ pub struct Config {
     pub idempotency_bytes_max: usize,
     /// Logs with their own `log` label in `/metrics`; later ones share `log="other"`.
     pub metrics_logs_max: usize,
+    /// Bytes of one timeline or shard page (payloads and keys): a page ends early, with a
+    /// `next` cursor, once it holds this much (it always holds at least one commit), so a
+    /// read's memory is bounded whatever the commits' sizes.
+    pub read_page_bytes_max: usize,
 }
 
 impl Default for Config {
@@ -118,6 +122,7 @@ impl Default for Config {
             idempotency_keys_max: 100_000,
             idempotency_bytes_max: 256 << 20,
             metrics_logs_max: 100,
+            read_page_bytes_max: 16 << 20,
         }
     }
 }
@@ -216,6 +221,9 @@ impl Config {
         }
         if self.key_bytes_max > u16::MAX as usize {
             return bad("key_bytes_max", format!("above {}", u16::MAX));
+        }
+        if self.read_page_bytes_max == 0 {
+            return bad("read_page_bytes_max", "must be at least 1".into());
         }
         Ok(self)
     }

@@ -30,6 +30,9 @@ use tokio::sync::broadcast;
 pub const HUB_CHUNKS_MAX: usize = 64;
 /// Commits in one chunk at most (a hub's, or a tail's own read).
 pub const CHUNK_COMMITS_MAX: usize = 500;
+/// Rendered bytes after which a chunk ends (it holds at least one commit), so that the chunks
+/// a hub keeps and a tail queues stay small whatever the commits' sizes.
+pub const CHUNK_BYTES_MAX: usize = 256 << 10;
 /// Pause between a hub's polls when nothing new is final.
 pub const HUB_POLL_MS: u64 = 2;
 
@@ -106,15 +109,20 @@ impl ChunkBuilder {
     }
 }
 
-/// Reads up to `max` final commits from `merger` into a chunk; `None` when none is final.
-/// Blocking.
-pub fn read_chunk(merger: &mut Merger, max: usize) -> storage::Result<Option<Chunk>> {
+/// Reads final commits from `merger` into a chunk (`None`: none is final), up to
+/// `CHUNK_COMMITS_MAX` commits or `CHUNK_BYTES_MAX` bytes, and whether it stopped because
+/// nothing more is final (caught up). Blocking.
+pub fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Chunk>, bool)> {
     let mut b = ChunkBuilder::default();
-    while b.ids.len() < max {
-        let Some(r) = merger.next()? else { break };
+    let mut caught_up = false;
+    while b.ids.len() < CHUNK_COMMITS_MAX && b.lines.len() < CHUNK_BYTES_MAX {
+        let Some(r) = merger.next()? else {
+            caught_up = true;
+            break;
+        };
         b.push(&r);
     }
-    Ok(b.finish())
+    Ok((b.finish(), caught_up))
 }
 
 /// Reads on `merger` through `tip`, at most `chunks_max` chunks: the chunks read, and whether
@@ -130,7 +138,7 @@ pub fn read_through(
     let final_now = merger.watermark()?;
     let mut chunks = Vec::new();
     while chunks.len() < chunks_max {
-        let Some(c) = read_chunk(merger, CHUNK_COMMITS_MAX)? else {
+        let Some(c) = read_chunk(merger)?.0 else {
             return Ok((chunks, final_now >= tip));
         };
         let past = c.last() >= tip;
@@ -208,11 +216,11 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
             continue;
         }
         let read = tokio::task::spawn_blocking(move || {
-            let chunk = read_chunk(&mut merger, CHUNK_COMMITS_MAX)?;
-            Ok::<_, storage::StorageError>((merger, chunk))
+            let (chunk, caught_up) = read_chunk(&mut merger)?;
+            Ok::<_, storage::StorageError>((merger, chunk, caught_up))
         })
         .await;
-        let Ok(Ok((m, chunk))) = read else {
+        let Ok(Ok((m, chunk, caught_up))) = read else {
             // The storage failed: subscribers fall back to their own mergers (which report it).
             lock(&st.hubs.0).remove(&entry.id);
             break;
@@ -226,7 +234,7 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
             // No receiver: the check at the top of the loop stops the hub.
             let _ = hub.tx.send(Arc::new(chunk));
         }
-        if n < CHUNK_COMMITS_MAX {
+        if caught_up {
             // A commit is published but not yet final: ask idle writers to pass it now.
             if let Some(waiting) = merger.waiting() {
                 st.writers.nudge_to(waiting);

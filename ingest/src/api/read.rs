@@ -141,13 +141,16 @@ pub(super) async fn shard_commits(
             format!("limit must be in 1..={PAGE_LIMIT_MAX}"),
         ));
     }
+    let page_bytes_max = st.config.read_page_bytes_max;
     blocking(move || {
         let mut c = entry.log.shard(n).cursor(start);
         let mut commits = Vec::new();
         let mut last = None;
-        while commits.len() < limit {
+        let mut bytes = 0;
+        while commits.len() < limit && bytes < page_bytes_max {
             let Some(r) = c.next()? else { break };
             last = Some(r.frame.id);
+            bytes += r.frame.payload.len() + r.frame.key.len();
             commits.push(render(&r));
         }
         Ok(Json(json!({ "commits": commits, "next": last.map(|id| id.to_string()) })))

@@ -9,7 +9,7 @@
 //! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
 //! `TAIL_STALL_MS` is disconnected, never buffered without limit.
 
-use super::hub::{self, CHUNK_COMMITS_MAX, Chunk};
+use super::hub::{self, Chunk};
 use super::{AppState, blocking, check_name, existing_log};
 use crate::api::error::ApiError;
 use axum::Json;
@@ -249,11 +249,11 @@ impl Tail {
                 continue;
             }
             let read = tokio::task::spawn_blocking(move || {
-                let chunk = hub::read_chunk(&mut merger, CHUNK_COMMITS_MAX)?;
-                Ok::<_, storage::StorageError>((merger, chunk))
+                let (chunk, caught_up) = hub::read_chunk(&mut merger)?;
+                Ok::<_, storage::StorageError>((merger, chunk, caught_up))
             })
             .await;
-            let Ok(Ok((m, chunk))) = read else { return Ended::Stop };
+            let Ok(Ok((m, chunk, caught_up))) = read else { return Ended::Stop };
             merger = m;
             let n = chunk.as_ref().map_or(0, |c| c.ids.len());
             idle_marks = (n == 0).then_some(marks);
@@ -262,7 +262,7 @@ impl Tail {
             {
                 return Ended::Stop;
             }
-            if n < CHUNK_COMMITS_MAX {
+            if caught_up {
                 // Caught up with what is final: join the hub, reading on our own up to its tip.
                 let sub = hub::subscribe(&self.out.st, entry);
                 let tip = sub.tip;

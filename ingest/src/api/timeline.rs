@@ -143,6 +143,7 @@ pub(super) async fn timeline(
         .is_some_and(|a| a.contains("application/x-ndjson"));
     // The page is rendered straight into its body: one commit a line (NDJSON) or the items of
     // the `commits` array.
+    let page_bytes_max = st.config.read_page_bytes_max;
     let (body, last, watermark) = blocking(move || {
         let mut merger = Merger::new(entry.log.shards(), start);
         let mut body = Vec::with_capacity(limit.min(1024) * 200);
@@ -150,8 +151,8 @@ pub(super) async fn timeline(
         let mut last = None;
         let mut scanned = 0;
         // A key filter may skip many commits: bound the work of one request; `next` still
-        // points after what was scanned.
-        while n < limit && scanned < TIMELINE_SCAN_MAX {
+        // points after what was scanned. Large commits: bound the page's bytes.
+        while n < limit && scanned < TIMELINE_SCAN_MAX && body.len() < page_bytes_max {
             let Some(r) = merger.next()? else { break };
             scanned += 1;
             if to.is_some_and(|t| r.frame.id >= t) {
