@@ -271,6 +271,22 @@ impl Log {
         &self.inner.txns
     }
 
+    /// The log's watermark: no commit at or below it can still be added to a shard or become
+    /// visible. The lowest of the shards' high-water marks and of the floors of undecided
+    /// transactions (their parts may still become visible above a floor, never at or below).
+    pub fn watermark(&self) -> idgen::Ulid {
+        let marks = self.shards().iter().map(|s| s.high_water()).min();
+        let marks = marks.unwrap_or(idgen::Ulid(0));
+        self.inner.txns.pending_floor().map_or(marks, |f| marks.min(f))
+    }
+
+    /// Begins cross-shard transaction `id` ([`Txns::begin`]). Its parts will be appended above
+    /// their shards' marks, so above the watermark now: until it is decided, the watermark
+    /// stays at or below that.
+    pub fn begin_txn(&self, id: u64) -> Result<()> {
+        self.inner.txns.begin(id, self.watermark())
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -57,14 +57,21 @@ impl Merger {
         Merger { cursors, heap: BinaryHeap::new(), queued }
     }
 
-    /// The watermark now: no commit at or below it can still be added to any shard (each
-    /// shard's high-water mark bounds it, and so does a pending transaction part a cursor has
-    /// stopped at). Commits at or below it that this merger has not returned yet are readable.
+    /// The watermark now: no commit at or below it can still be added to any shard or become
+    /// visible (each shard's high-water mark bounds it, so does a pending transaction part a
+    /// cursor has stopped at, and so does the floor of every undecided transaction, whose
+    /// parts may lie behind a commit already queued here). Commits at or below it that this
+    /// merger has not returned yet are readable.
     pub fn watermark(&mut self) -> Result<Ulid> {
         let bound = self.refill()?;
         let marks =
             self.cursors.iter().map(|c| c.shard().high_water()).min().unwrap_or(Ulid(u128::MAX));
-        Ok(bound.min(marks))
+        let pending = self
+            .cursors
+            .first()
+            .and_then(|c| c.shard().txns.pending_floor())
+            .unwrap_or(Ulid(u128::MAX));
+        Ok(bound.min(marks).min(pending))
     }
 
     /// Queues the next commit of every shard that has one and returns the bound the others

@@ -23,6 +23,7 @@
 
 use crate::error::{Result, StorageError};
 use crate::format::{self, TxnRecord};
+use idgen::Ulid;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -47,6 +48,9 @@ pub enum Visibility {
 #[derive(Debug)]
 pub struct Txns {
     states: RwLock<HashMap<u64, Visibility>>,
+    /// Begun, undecided transactions, with a ULID all their parts lie above (the lowest shard
+    /// mark when they began): it bounds the watermark until they are decided.
+    floors: RwLock<HashMap<u64, Ulid>>,
     journal: Mutex<Journal>,
     /// Transactions `load` found begun and never decided (aborted by recovery).
     undecided: Vec<u64>,
@@ -134,7 +138,7 @@ impl Txns {
             .map_err(|e| StorageError::io("open transaction journal", &path, e))?;
         let len = bytes.len() as u64;
         let journal = Mutex::new(Journal { path, file, len, keep, commits: 0 });
-        Ok(Txns { states: RwLock::new(states), journal, undecided })
+        Ok(Txns { states: RwLock::new(states), floors: Default::default(), journal, undecided })
     }
 
     /// Checks every committed transaction of the journal: one whose part is missing
@@ -207,8 +211,10 @@ impl Txns {
         }
     }
 
-    /// Starts transaction `id`: journals it durably and makes its parts wait.
-    pub fn begin(&self, id: u64) -> Result<()> {
+    /// Starts transaction `id`, whose parts will all have ULIDs above `floor` (callers:
+    /// [`crate::Log::begin_txn`]): journals it durably and makes its parts wait.
+    pub fn begin(&self, id: u64, floor: Ulid) -> Result<()> {
+        self.floors.write().unwrap_or_else(|p| p.into_inner()).insert(id, floor);
         self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Pending);
         let parts = id as u16;
         let r = self
@@ -218,8 +224,15 @@ impl Txns {
             .append(TxnRecord::Begin { id, parts }, true);
         if r.is_err() {
             self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
+            self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         }
         r
+    }
+
+    /// The lowest floor of the undecided transactions: a part of one of them may still appear
+    /// (or become visible) above it, never at or below it. `None` when none is undecided.
+    pub fn pending_floor(&self) -> Option<Ulid> {
+        self.floors.read().unwrap_or_else(|p| p.into_inner()).values().min().copied()
     }
 
     /// Commits `id` whose parts are all appended: (shard, first ULID, count) each. Durable
@@ -230,6 +243,7 @@ impl Txns {
             .unwrap_or_else(|p| p.into_inner())
             .append(TxnRecord::Commit { id, parts }, durable)?;
         self.states.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         Ok(())
     }
 
@@ -237,6 +251,7 @@ impl Txns {
     /// is made durable (if that fails, recovery aborts it anyway: it has no commit).
     pub fn abort(&self, id: u64) -> Result<()> {
         self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
+        self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
         self.journal.lock().unwrap_or_else(|p| p.into_inner()).append(TxnRecord::Abort { id }, true)
     }
 }

@@ -180,7 +180,7 @@ pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {
     let hub = match hubs.get(&entry.id) {
         Some(hub) => Arc::clone(hub),
         None => {
-            let start = entry.log.shards().iter().map(|s| s.high_water()).min().unwrap_or(Ulid(0));
+            let start = entry.log.watermark();
             let (tx, _) = broadcast::channel(HUB_CHUNKS_MAX);
             let hub = Arc::new(Hub { tx, tip: Mutex::new(start) });
             hubs.insert(entry.id, Arc::clone(&hub));

@@ -285,7 +285,7 @@ async fn write(
     let task = tokio::spawn(async move {
         let id = entry.log.txns().new_id(plan.len() as u16);
         let e = Arc::clone(&entry);
-        blocking(move || e.log.txns().begin(id).map_err(ApiError::from)).await?;
+        blocking(move || e.log.begin_txn(id).map_err(ApiError::from)).await?;
         let result = write_parts(&st, &entry, &batch, durability, plan, Some(id), cpu).await;
         let e = Arc::clone(&entry);
         match result {

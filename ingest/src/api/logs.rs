@@ -43,10 +43,9 @@ fn describe(e: &LogEntry) -> Value {
     })
 }
 
-/// The log's watermark: no commit at or below it can still be added to any shard.
+/// The log's watermark: no commit at or below it can still be added or become visible.
 fn watermark(e: &LogEntry) -> Value {
-    let w = e.log.shards().iter().map(|s| s.high_water()).min();
-    w.map_or(Value::Null, |w| Value::String(w.to_string()))
+    Value::String(e.log.watermark().to_string())
 }
 
 pub(super) async fn list(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {

@@ -60,9 +60,9 @@ pub(super) async fn tail(
         (Some(id), _, _) => Start::After(parse(id, "Last-Event-ID")?),
         (None, Some("now"), _) => {
             // The watermark: everything after it is still to come. (Starting after the highest
-            // shard mark instead could skip a commit a lagging shard appends below it.)
-            let end = entry.log.shards().iter().map(|s| s.high_water()).min().unwrap_or(Ulid(0));
-            Start::After(end)
+            // shard mark instead could skip a commit a lagging shard appends below it; after
+            // the lowest mark, a part of an undecided transaction that commits later.)
+            Start::After(entry.log.watermark())
         }
         (None, Some(a), _) => Start::After(parse(a, "after")?),
         (None, None, Some(name)) => {

@@ -189,9 +189,7 @@ fn collect_into(st: &AppState, fams: &mut Families) {
             fams.f("shardlog_segment_inline_prepares_total").add(&l, s.inline_prepares as f64);
             fams.f("shardlog_clock_regressions_total").add(&l, s.clock_regressions as f64);
         }
-        let Some(watermark) = e.log.shards().iter().map(|s| s.high_water()).min() else {
-            continue;
-        };
+        let watermark = e.log.watermark();
         // A mark of zero means no mark yet (a log opened a moment ago): no lag to report.
         if watermark.0 == 0 {
             continue;

@@ -102,7 +102,7 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     let clock = ManualClock::new(7_000);
     let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
     let id = log.txns().new_id(2);
-    log.txns().begin(id).unwrap();
+    log.begin_txn(id).unwrap();
     let part = NewRecord {
         flags: storage::format::flags::TXN_PART,
         aux: id,
@@ -129,4 +129,38 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     let order: Vec<Ulid> =
         std::iter::from_fn(|| merger.next().unwrap().map(|r| r.frame.id)).collect();
     assert_eq!(order, [a.first, later, b.first]);
+}
+
+#[test]
+fn the_watermark_stays_below_an_undecided_part_queued_behind_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(9_000);
+    let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
+    let plain = append_batch(&mut w[0], 0, 1)[0];
+    w[1].advance_high_water(clock.now_ms());
+    let mut merger = Merger::new(log.shards(), Start::Beginning);
+    // Shard 0's commit is queued in the merger: it will not peek past it.
+    merger.watermark().unwrap();
+    clock.advance_ms(1);
+    let id = log.txns().new_id(1);
+    log.begin_txn(id).unwrap();
+    let part = w[0]
+        .append(&[NewRecord {
+            flags: storage::format::flags::TXN_PART,
+            aux: id,
+            ..NewRecord::payload(b"part")
+        }])
+        .unwrap();
+    clock.advance_ms(1);
+    w[0].advance_high_water(clock.now_ms());
+    w[1].advance_high_water(clock.now_ms());
+    // Every shard's mark is past the part, but the part is undecided: the watermark must not
+    // claim it final.
+    let wm = merger.watermark().unwrap();
+    assert!(wm < part.first, "watermark {wm} passes the undecided part {}", part.first);
+    assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(plain));
+    assert!(merger.next().unwrap().is_none(), "the merge stops before the part");
+    log.txns().commit(id, vec![(0, part.first.0, 1)], false).unwrap();
+    assert!(merger.watermark().unwrap() >= part.first);
+    assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(part.first));
 }

@@ -19,7 +19,7 @@ fn readers_wait_at_a_pending_part_and_see_it_once_committed() {
     let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
     w[0].append(&[NewRecord::payload(b"before")]).unwrap();
     let id = txn::new_id(2);
-    log.txns().begin(id).unwrap();
+    log.begin_txn(id).unwrap();
     let a = w[0].append(&[part(id, b"a1"), part(id, b"a2")]).unwrap();
     w[0].append(&[NewRecord::payload(b"after")]).unwrap();
     let mut follower = log.shard(0).cursor(Start::Beginning);
@@ -45,7 +45,7 @@ fn an_aborted_transaction_stays_invisible_across_reopen() {
     let id = txn::new_id(2);
     {
         let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
-        log.txns().begin(id).unwrap();
+        log.begin_txn(id).unwrap();
         w[0].append(&[part(id, b"x")]).unwrap();
         w[0].append(&[NewRecord::payload(b"y")]).unwrap();
         log.txns().abort(id).unwrap();
@@ -63,17 +63,17 @@ fn recovery_aborts_undecided_and_incomplete_transactions() {
     {
         let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
         // Crashed before deciding.
-        log.txns().begin(undecided).unwrap();
+        log.begin_txn(undecided).unwrap();
         w[0].append(&[part(undecided, b"u0")]).unwrap();
         // Committed, but the part on shard 1 is gone (a machine crash lost it): simulated by
         // naming a part that was never written.
-        log.txns().begin(incomplete).unwrap();
+        log.begin_txn(incomplete).unwrap();
         let a = w[0].append(&[part(incomplete, b"i0")]).unwrap();
         log.txns()
             .commit(incomplete, vec![(0, a.first.0, 1), (1, a.first.0 + 1_000, 1)], true)
             .unwrap();
         // Committed and whole.
-        log.txns().begin(whole).unwrap();
+        log.begin_txn(whole).unwrap();
         let a = w[0].append(&[part(whole, b"w0")]).unwrap();
         let b = w[1].append(&[part(whole, b"w1")]).unwrap();
         log.txns().commit(whole, vec![(0, a.first.0, 1), (1, b.first.0, 1)], true).unwrap();
@@ -105,7 +105,7 @@ fn a_torn_journal_tail_is_cut() {
     let id = txn::new_id(2);
     {
         let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
-        log.txns().begin(id).unwrap();
+        log.begin_txn(id).unwrap();
         w[0].append(&[part(id, b"t")]).unwrap();
     }
     let journal = dir.path().join("txn.journal");
@@ -123,7 +123,7 @@ fn settled_transactions_leave_the_journal() {
     {
         let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
         let id = log.txns().new_id(2);
-        log.txns().begin(id).unwrap();
+        log.begin_txn(id).unwrap();
         let a = w[0].append(&[part(id, b"a")]).unwrap();
         let b = w[1].append(&[part(id, b"b")]).unwrap();
         log.txns().commit(id, vec![(0, a.first.0, 1), (1, b.first.0, 1)], false).unwrap();
