@@ -44,8 +44,8 @@ pub fn render(r: &Record<'_>) -> Value {
 /// without building it: JSON payloads on one line are copied as they are (validated, not
 /// parsed into a tree), others are escaped or base64-encoded.
 pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
-    use std::io::Write;
     let f = &r.frame;
+    out.reserve(f.payload.len() + f.key.len() + 64);
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(&idgen::encode(f.id));
     out.extend_from_slice(b"\",\"key\":");
@@ -54,12 +54,14 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
     } else {
         let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(f.key));
     }
-    let _ = write!(out, ",\"shard\":{}", r.shard);
+    out.extend_from_slice(b",\"shard\":");
+    push_decimal(out, r.shard);
     let trimmed = f.payload.trim_ascii();
-    let one_line = !trimmed.iter().any(|&b| b == b'\n' || b == b'\r');
-    let is_json =
-        !trimmed.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
-    if is_json && one_line {
+    // Cheapest test first: a payload with a line break is never copied as it is.
+    let copy_as_is = !trimmed.is_empty()
+        && memchr::memchr2(b'\n', b'\r', trimmed).is_none()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+    if copy_as_is {
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(trimmed);
     } else {
@@ -78,6 +80,22 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
         }
     }
     out.push(b'}');
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn payload_value(p: &[u8]) -> Option<Value> {
@@ -209,6 +227,18 @@ mod tests {
             (b"k", b"null"),
         ] {
             check(key, payload);
+        }
+        for (key, payload) in [(&b"k"[..], &b"{\"cr\":1}\r"[..]), (b"", b"[1,\r\n2]")] {
+            check(key, payload);
+        }
+    }
+
+    #[test]
+    fn shard_numbers_in_decimal() {
+        for n in [0, 7, 10, 99, 4_000_000_000, u32::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 }
