@@ -208,7 +208,7 @@ pub fn table(reports: &[Report]) -> String {
             "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
             r.system,
             r.workload,
-            fmt_rate(r.commits_per_s),
+            run::fmt_rate(r.commits_per_s),
             r.mb_per_s,
             ms(r.latency.p50_us),
             ms(r.latency.p99_us),
@@ -218,19 +218,6 @@ pub fn table(reports: &[Report]) -> String {
         ));
     }
     s
-}
-
-/// `5.32 M`, `590 k`, `3.1 k`, `42`.
-pub fn fmt_rate(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2} M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.0} k", v / 1e3)
-    } else if v >= 1e3 {
-        format!("{:.1} k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
 }
 
 #[cfg(test)]
@@ -265,9 +252,9 @@ mod tests {
         assert!(rows[0].ends_with("| 4.00 M | 400.0 | 1.50 ms | — | — | 2 | — |"), "{}", rows[0]);
         assert!(rows[1].ends_with("| 16.0× |"), "{}", rows[1]);
         assert!(rows[3].ends_with("| 0.5× |"), "{}", rows[3]);
-        assert_eq!(fmt_rate(3_100.0), "3.1 k");
-        assert_eq!(fmt_rate(590_000.0), "590 k");
-        assert_eq!(fmt_rate(42.0), "42");
+        assert_eq!(run::fmt_rate(3_100.0), "3.1 k");
+        assert_eq!(run::fmt_rate(590_000.0), "590 k");
+        assert_eq!(run::fmt_rate(42.0), "42");
     }
 
     #[test]

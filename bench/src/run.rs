@@ -69,7 +69,7 @@ impl std::fmt::Display for Report {
             self.workload,
             self.commits,
             self.seconds,
-            crate::compare::fmt_rate(self.commits_per_s),
+            fmt_rate(self.commits_per_s),
             self.mb_per_s,
             ms(self.latency.p50_us),
             ms(self.latency.p90_us),
@@ -211,4 +211,17 @@ fn spawn_progress(
         }
         bar.finish_and_clear();
     })
+}
+
+/// `5.32 M`, `590 k`, `3.1 k`, `42`.
+pub fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
 }
