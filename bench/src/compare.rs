@@ -131,6 +131,8 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
             );
         }
         if have_pg {
+            // A cluster per workload, stopped after it: a running one keeps checkpointing and
+            // writing back what it loaded, which would tax the next system's disk.
             let cl = postgres::start(scratch.path()).await?;
             postgres::create_tables(cl.port).await?;
             if w.batch == 1 {
