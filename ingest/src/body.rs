@@ -6,7 +6,7 @@
 //! Parsing never copies payloads: a [`Batch`] holds the body and byte ranges into it. Each bad
 //! commit is reported with its index. What it is not: routing or writing.
 
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;

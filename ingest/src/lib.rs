@@ -7,6 +7,7 @@ pub mod api;
 pub mod body;
 pub mod config;
 pub mod consumers;
+pub mod error;
 pub mod idempotency;
 pub mod logs;
 pub mod metrics;

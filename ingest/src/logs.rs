@@ -141,10 +141,10 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// The API error for this failure on log `name` (`requested` shards).
-    pub fn into_api(self, name: &str, requested: u32) -> crate::api::error::ApiError {
+    pub fn into_api(self, name: &str, requested: u32) -> crate::error::ApiError {
         match self {
             RegistryError::ShardMismatch { shards } => {
-                crate::api::error::ApiError::LogExists { log: name.to_owned(), shards, requested }
+                crate::error::ApiError::LogExists { log: name.to_owned(), shards, requested }
             }
             RegistryError::Storage(s) => s.into(),
         }

@@ -9,8 +9,8 @@
 //!
 //! What it is not: a parser or a router; jobs arrive ready to append.
 
-use crate::api::error::ApiError;
 use crate::body::Batch;
+use crate::error::ApiError;
 use idgen::IdRange;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

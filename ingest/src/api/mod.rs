@@ -4,7 +4,7 @@
 //! blocking pool (a read can fault pages of a mapped file in, which must not stall the async
 //! workers). What it is not: the writers or the storage.
 
-pub mod error;
+pub use crate::error;
 pub mod hub;
 mod ingest;
 mod logs;

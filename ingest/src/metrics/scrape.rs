@@ -1,20 +1,20 @@
-//! Scrape-time families: read from the service's state when `/metrics` is asked, never kept
-//! up to date in between (queue depths, sizes, marks, lags, disk space).
+//! Scrape-time families: declared here ([`FAMILIES`]) and filled from the service's state by
+//! `api::metrics` when `/metrics` is asked, never kept up to date in between (queue depths,
+//! sizes, marks, lags, disk space).
 //!
 //! Storage counters (rolls, clock regressions) live in each log's `LogStats` and are exported
 //! here as counters: they only grow while a log is open. Per-log values are summed (or, for
 //! lags, the worst taken) under the log's label, so logs beyond `metrics_logs_max` add up in
 //! `log="other"`. Per-shard values are summed over logs by shard index.
 //!
-//! What it is not: the live families (`super`), or anything that writes.
+//! What it is not: the live families (`super`), the reading of the state (`api::metrics`), or
+//! anything that writes.
 
-use crate::api::AppState;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 /// Tier label of segments on local disk (the cold archive does not exist yet).
-const TIER_HOT: &str = "hot";
+pub const TIER_HOT: &str = "hot";
 /// Most commits counted above a log's watermark per scrape (a bounded scan).
 pub const LAG_COMMITS_COUNTED_MAX: u64 = 100_000;
 /// Most consumers reported with their own label; the rest share `consumer="other"`.
@@ -77,7 +77,9 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
 ];
 
 /// One family being filled.
-struct Family {
+/// One scrape-time family being filled.
+#[derive(Debug)]
+pub struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
@@ -91,12 +93,14 @@ impl Family {
         Family { name, help, kind, series: BTreeMap::new() }
     }
 
-    fn add(&mut self, labels: &[(&'static str, &str)], v: f64) {
+    /// Adds `v` to the series of `labels`.
+    pub fn add(&mut self, labels: &[(&'static str, &str)], v: f64) {
         let key = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
         *self.series.entry(key).or_insert(0.0) += v;
     }
 
-    fn max(&mut self, labels: &[(&'static str, &str)], v: f64) {
+    /// Raises the series of `labels` to `v`.
+    pub fn max(&mut self, labels: &[(&'static str, &str)], v: f64) {
         let key = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
         let e = self.series.entry(key).or_insert(v);
         *e = e.max(v);
@@ -140,84 +144,24 @@ impl Family {
     }
 }
 
-/// The scrape-time families of `st`, now. Blocking: reads consumer files and mapped pages.
-pub fn collect(st: &AppState) -> Vec<MetricFamily> {
-    let mut fams = Families(FAMILIES.iter().map(|f| (f.0, Family::new(f.0))).collect());
-    collect_into(st, &mut fams);
-    fams.0.into_values().filter(|f| !f.series.is_empty()).map(Family::finish).collect()
-}
-
-/// The families of one scrape, by name.
-struct Families(BTreeMap<&'static str, Family>);
+/// The families of one scrape, by name: each declared family, empty until a series is added.
+#[derive(Debug)]
+pub struct Families(BTreeMap<&'static str, Family>);
 
 impl Families {
-    fn f(&mut self, name: &'static str) -> &mut Family {
+    /// Every family of [`FAMILIES`], without series.
+    #[allow(clippy::new_without_default)] // a scrape's fresh set, not a neutral value
+    pub fn new() -> Families {
+        Families(FAMILIES.iter().map(|f| (f.0, Family::new(f.0))).collect())
+    }
+
+    /// Family `name` (declared in [`FAMILIES`]).
+    pub fn f(&mut self, name: &'static str) -> &mut Family {
         self.0.get_mut(name).expect("declared in FAMILIES")
     }
-}
 
-fn collect_into(st: &AppState, fams: &mut Families) {
-    let now_ms = idgen::Clock::now_ms(&idgen::SystemClock);
-
-    fams.f("shardlog_build_info").add(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
-    fams.f("shardlog_ready").add(&[], if st.ready.load(Ordering::Acquire) { 1.0 } else { 0.0 });
-    for (w, (depth, capacity)) in st.writers.queue_depths().into_iter().enumerate() {
-        let w = w.to_string();
-        fams.f("shardlog_writer_queue_depth").add(&[("writer", &w)], depth as f64);
-        fams.f("shardlog_writer_queue_capacity").add(&[("writer", &w)], capacity as f64);
-    }
-
-    let logs = st.registry.list();
-    fams.f("shardlog_logs").add(&[], logs.len() as f64);
-    let mut consumer_labels = 0;
-    for e in &logs {
-        let label = e.metrics.label.as_str();
-        let l = [("log", label)];
-        let lt = [("log", label), ("tier", TIER_HOT)];
-        let stats = e.log.stats();
-        fams.f("shardlog_storage_commits").add(&l, stats.commits as f64);
-        fams.f("shardlog_storage_bytes").add(&lt, stats.bytes as f64);
-        fams.f("shardlog_storage_segments").add(&lt, stats.segments as f64);
-        fams.f("shardlog_background_errors_total").add(&l, stats.background_errors as f64);
-        for (i, s) in stats.shards.iter().enumerate() {
-            let shard = i.to_string();
-            let st_ = [("shard", shard.as_str()), ("tier", TIER_HOT)];
-            fams.f("shardlog_shard_commits").add(&[("shard", &shard)], s.commits as f64);
-            fams.f("shardlog_shard_bytes").add(&st_, s.bytes as f64);
-            fams.f("shardlog_shard_segments").add(&st_, s.segments as f64);
-            fams.f("shardlog_segment_rolls_total").add(&l, s.rolls as f64);
-            fams.f("shardlog_segment_inline_prepares_total").add(&l, s.inline_prepares as f64);
-            fams.f("shardlog_clock_regressions_total").add(&l, s.clock_regressions as f64);
-        }
-        let watermark = e.log.watermark();
-        // A mark of zero means no mark yet (a log opened a moment ago): no lag to report.
-        if watermark.0 == 0 {
-            continue;
-        }
-        let lag_ms = now_ms.saturating_sub(watermark.timestamp_ms());
-        fams.f("shardlog_watermark_lag_seconds").max(&l, lag_ms as f64 / 1000.0);
-        let above = e.log.count_after(watermark, LAG_COMMITS_COUNTED_MAX).unwrap_or(0);
-        fams.f("shardlog_watermark_lag_commits").add(&l, above as f64);
-        let consumers = st.consumers.list(&e.name).unwrap_or_default();
-        fams.f("shardlog_consumers").add(&l, consumers.len() as f64);
-        for (name, cursor) in consumers {
-            let own = consumer_labels < CONSUMER_LABELS_MAX && label != super::OTHER_LOG;
-            consumer_labels += usize::from(own);
-            let consumer = if own { name.as_str() } else { "other" };
-            let lag_ms = watermark.timestamp_ms().saturating_sub(cursor.timestamp_ms());
-            fams.f("shardlog_consumer_lag_seconds")
-                .max(&[("log", label), ("consumer", consumer)], lag_ms as f64 / 1000.0);
-        }
-    }
-
-    let idem = &st.idempotency;
-    fams.f("shardlog_idempotent_replays_total")
-        .add(&[], idem.replays.load(Ordering::Relaxed) as f64);
-    fams.f("shardlog_idempotency_evictions_total")
-        .add(&[], idem.evictions.load(Ordering::Relaxed) as f64);
-    fams.f("shardlog_idempotency_keys").add(&[], idem.len() as f64);
-    if let Ok(v) = rustix::fs::statvfs(&st.config.data_dir) {
-        fams.f("shardlog_disk_free_bytes").add(&[], (v.f_bavail * v.f_frsize) as f64);
-        fams.f("shardlog_disk_capacity_bytes").add(&[], (v.f_blocks * v.f_frsize) as f64);
+    /// The families that have series, in the exposition's form.
+    pub fn finish(self) -> Vec<MetricFamily> {
+        self.0.into_values().filter(|f| !f.series.is_empty()).map(Family::finish).collect()
     }
 }
