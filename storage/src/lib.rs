@@ -13,11 +13,13 @@ mod checkpoint;
 pub mod error;
 pub mod format;
 mod index;
+mod inner;
 mod log;
 mod maintenance;
 pub mod merge;
 pub mod metrics;
 mod mmap;
+mod options;
 pub mod publish;
 pub mod recovery;
 mod retention;
@@ -28,10 +30,9 @@ mod writer;
 
 pub use error::{FormatError, Result, StorageError};
 pub use format::{FrameRef, NewRecord};
-pub use log::{
-    Log, LogOptions, LogStats, RecoveryReport, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX,
-};
+pub use log::{Log, LogStats, RecoveryReport};
 pub use merge::Merger;
+pub use options::{LogOptions, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX};
 pub use shard::{Cursor, Peek, Record, Shard, ShardStats, Start};
 pub use txn::{Txns, Visibility};
 pub use writer::ShardWriter;

@@ -16,104 +16,19 @@
 use crate::checkpoint::{self, CheckpointFile};
 use crate::error::{Result, StorageError};
 use crate::format::{self, HEADER_LEN, LogMeta};
+use crate::inner::LogInner;
 use crate::maintenance::{self, Msg};
+use crate::options::{LogOptions, Retention};
 use crate::segment::{self, Segment};
 use crate::shard::{Shard, ShardStats};
 use crate::txn::Txns;
 use crate::writer::{ShardWriter, WriterConfig};
 use crossbeam_channel::Sender;
-use idgen::{Clock, SystemClock};
+use idgen::Clock;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Smallest segment size accepted.
-pub const SEGMENT_BYTES_MIN: usize = 64 * 1024;
-/// Most shards a log may have.
-pub const SHARDS_MAX: u32 = 4096;
-
-/// How a log is opened.
-#[derive(Debug, Clone)]
-pub struct LogOptions {
-    /// Shard count of a new log; an existing log must match.
-    pub shards: u32,
-    /// Size of each segment file (preallocated).
-    pub segment_bytes: usize,
-    /// One sparse-index entry per this many bytes of a segment.
-    pub index_interval_bytes: usize,
-    /// Background flush period for `async` durability.
-    pub flush_interval_ms: u64,
-    /// How often the checkpoint (what is on disk, for recovery) is written.
-    pub checkpoint_interval_ms: u64,
-    /// How often retention runs.
-    pub retention_interval_ms: u64,
-    /// Retired segment files kept for reuse (beyond that they are deleted, off the hot path).
-    pub recycle_files_max: usize,
-    /// Retention.
-    pub retention: Retention,
-    /// The clock for IDs and retention.
-    pub clock: Arc<dyn Clock>,
-    /// Sealed segments per shard whose pages stay in the page cache after sealing; older ones
-    /// pages are dropped (readers fault them back from disk). `usize::MAX` keeps everything.
-    pub sealed_cached_segments: usize,
-    /// Run the maintenance thread (tests turn it off to drive flush and retention by hand).
-    pub background: bool,
-    /// Where fsync timings go (unregistered handles by default).
-    pub metrics: crate::metrics::StorageMetrics,
-}
-
-/// What a log keeps. Whole sealed segments beyond either limit are retired.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep commits younger than this.
-    pub max_age_ms: Option<u64>,
-    /// Keep at most this many data bytes.
-    pub max_bytes: Option<u64>,
-}
-
-impl Default for LogOptions {
-    fn default() -> Self {
-        LogOptions {
-            shards: 1,
-            segment_bytes: 64 << 20,
-            index_interval_bytes: 16 << 10,
-            flush_interval_ms: 50,
-            retention_interval_ms: 1_000,
-            checkpoint_interval_ms: 1_000,
-            sealed_cached_segments: 2,
-            recycle_files_max: 4,
-            retention: Retention::default(),
-            clock: Arc::new(SystemClock),
-            background: true,
-            metrics: crate::metrics::StorageMetrics::default(),
-        }
-    }
-}
-
-impl LogOptions {
-    fn validate(&self) -> Result<()> {
-        let bad = |name, reason: String| Err(StorageError::InvalidOption { name, reason });
-        if self.shards == 0 || self.shards > SHARDS_MAX {
-            return bad("shards", format!("{} is not in 1..={SHARDS_MAX}", self.shards));
-        }
-        if self.segment_bytes < SEGMENT_BYTES_MIN
-            || !self.segment_bytes.is_multiple_of(format::ALIGN)
-        {
-            return bad(
-                "segment_bytes",
-                format!("{} is below {SEGMENT_BYTES_MIN} or unaligned", self.segment_bytes),
-            );
-        }
-        if self.index_interval_bytes < 512 || self.index_interval_bytes > self.segment_bytes {
-            return bad(
-                "index_interval_bytes",
-                format!("{} is not in 512..=segment_bytes", self.index_interval_bytes),
-            );
-        }
-        Ok(())
-    }
-}
 
 /// An open log. Dropping it stops the maintenance thread after a final flush.
 #[derive(Debug)]
@@ -121,23 +36,6 @@ pub struct Log {
     inner: Arc<LogInner>,
     tx: Sender<Msg>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-pub(crate) struct LogInner {
-    pub(crate) dir: PathBuf,
-    pub(crate) opts: LogOptions,
-    /// Current settings; retention can change while open ([`Log::set_retention`]).
-    pub(crate) meta: Mutex<LogMeta>,
-    pub(crate) shards: Vec<Arc<Shard>>,
-    pub(crate) retired: Mutex<Vec<Arc<Segment>>>,
-    pub(crate) recycle: Arc<Mutex<Vec<PathBuf>>>,
-    pub(crate) recycle_seq: AtomicU64,
-    background_errors: AtomicU64,
-    last_background_error: Mutex<Option<String>>,
-    checkpoint: Mutex<CheckpointFile>,
-    pub(crate) txns: Arc<Txns>,
-    _lock: File,
 }
 
 /// A log's size and counters.
@@ -399,100 +297,6 @@ impl Drop for Log {
                 }
             }
         }
-    }
-}
-
-impl LogInner {
-    pub(crate) fn retention(&self) -> Retention {
-        let m = *self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        Retention {
-            max_age_ms: (m.max_age_ms > 0).then_some(m.max_age_ms),
-            max_bytes: (m.max_bytes > 0).then_some(m.max_bytes),
-        }
-    }
-
-    pub(crate) fn flush(&self) -> Result<()> {
-        self.shards.iter().try_for_each(|s| s.flush())
-    }
-
-    /// Flushes every shard and records what is now on disk: per shard, its newest segment and
-    /// that segment's durable length (all older segments were flushed whole, as they are final).
-    pub(crate) fn checkpoint(&self) -> Result<()> {
-        // Transactions committed before the flush below have their parts on disk after it.
-        let settled = self.txns.commits_so_far();
-        let mut entries = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let snapshot = shard.segments.load_full();
-            shard.flush_segments(&snapshot)?;
-            let newest = snapshot.last();
-            entries.push(format::CheckpointEntry {
-                seq: newest.map_or(0, |s| s.seq),
-                durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
-            });
-        }
-        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
-        self.txns.settle(settled)
-    }
-
-    /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,
-    /// so the first and the last being there means all are).
-    fn part_present(&self, shard: u32, first: u128, n: u32) -> Result<bool> {
-        let Some(s) = self.shards.get(shard as usize) else { return Ok(false) };
-        let last = first + (n.max(1) as u128 - 1);
-        for id in [first, last] {
-            let mut c = s.cursor(crate::shard::Start::From(idgen::Ulid(id)));
-            match c.next()? {
-                Some(r) if r.frame.id.0 == id => {}
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-
-    /// After a seal in shard `shard`: drops the cached pages of its sealed segments
-    /// beyond the newest `sealed_cached_segments`.
-    pub(crate) fn drop_old_sealed_pages(&self, shard: usize) {
-        let keep = self.opts.sealed_cached_segments;
-        if keep == usize::MAX {
-            return;
-        }
-        let list = self.shards[shard].segments.load();
-        let sealed: Vec<&Arc<Segment>> = list.iter().filter(|s| s.is_sealed()).collect();
-        for s in sealed.iter().rev().skip(keep) {
-            if !s.cache_dropped.swap(true, Ordering::Relaxed)
-                && let Err(e) = s.map.drop_cache()
-            {
-                self.background_error(StorageError::io("drop cached pages", &s.path, e));
-            }
-        }
-    }
-
-    pub(crate) fn background_error(&self, e: StorageError) {
-        self.background_errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_background_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-    }
-
-    /// Prepares shard `i`'s next segment unless one is ready. Holds the shard's slot lock
-    /// throughout, so a writer rolling meanwhile waits for this segment instead of racing to
-    /// create the same file.
-    pub(crate) fn prepare_next(&self, i: usize) -> Result<()> {
-        let shard = &self.shards[i];
-        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        let next_seq = shard.segments.load().last().map_or(1, |s| s.seq + 1);
-        if slot.as_ref().is_some_and(|p| p.segment.seq == next_seq) {
-            return Ok(());
-        }
-        let recycled = self.recycle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        *slot = Some(segment::prepare(
-            &shard.dir,
-            shard.id,
-            next_seq,
-            self.opts.segment_bytes,
-            self.opts.index_interval_bytes,
-            self.opts.clock.now_ms(),
-            recycled,
-        )?);
-        Ok(())
     }
 }
 

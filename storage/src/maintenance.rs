@@ -12,7 +12,7 @@
 //!
 //! What it is not: async. It is one `std::thread` per open log, driven by a bounded channel.
 
-use crate::log::LogInner;
+use crate::inner::LogInner;
 use crate::mmap::MapWriter;
 use crate::segment::{self, Segment};
 use crossbeam_channel::{Receiver, RecvTimeoutError};

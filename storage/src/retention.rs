@@ -6,7 +6,8 @@
 //! retained commit; telling the client (`410 cursor_expired`) is the service's job.
 
 use crate::error::{Result, StorageError};
-use crate::log::{LogInner, Retention};
+use crate::inner::LogInner;
+use crate::options::Retention;
 use crate::segment::{self, Segment};
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,131 @@
+//! The state a log's handle (`Log`), its maintenance thread and retention share: settings,
+//! shards, retired and recyclable segments, the checkpoint and the transactions, with the
+//! operations more than one of them needs (flush, checkpoint, preparing a shard's next
+//! segment, background-error accounting).
+//!
+//! What it is not: the public handle (`log`) or the thread (`maintenance`).
+
+use crate::checkpoint::CheckpointFile;
+use crate::error::{Result, StorageError};
+use crate::format::{self, LogMeta};
+use crate::options::{LogOptions, Retention};
+use crate::segment::{self, Segment};
+use crate::shard::Shard;
+use crate::txn::Txns;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a log's handle, its maintenance thread and retention share.
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: LogOptions,
+    /// Current settings; retention can change while open ([`Log::set_retention`]).
+    pub(crate) meta: Mutex<LogMeta>,
+    pub(crate) shards: Vec<Arc<Shard>>,
+    pub(crate) retired: Mutex<Vec<Arc<Segment>>>,
+    pub(crate) recycle: Arc<Mutex<Vec<PathBuf>>>,
+    pub(crate) recycle_seq: AtomicU64,
+    pub(crate) background_errors: AtomicU64,
+    pub(crate) last_background_error: Mutex<Option<String>>,
+    pub(crate) checkpoint: Mutex<CheckpointFile>,
+    pub(crate) txns: Arc<Txns>,
+    /// Held (flock) while the log is open.
+    pub(crate) _lock: File,
+}
+
+impl LogInner {
+    pub(crate) fn retention(&self) -> Retention {
+        let m = *self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        Retention {
+            max_age_ms: (m.max_age_ms > 0).then_some(m.max_age_ms),
+            max_bytes: (m.max_bytes > 0).then_some(m.max_bytes),
+        }
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.shards.iter().try_for_each(|s| s.flush())
+    }
+
+    /// Flushes every shard and records what is now on disk: per shard, its newest segment and
+    /// that segment's durable length (all older segments were flushed whole, as they are final).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        // Transactions committed before the flush below have their parts on disk after it.
+        let settled = self.txns.commits_so_far();
+        let mut entries = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let snapshot = shard.segments.load_full();
+            shard.flush_segments(&snapshot)?;
+            let newest = snapshot.last();
+            entries.push(format::CheckpointEntry {
+                seq: newest.map_or(0, |s| s.seq),
+                durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
+            });
+        }
+        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
+        self.txns.settle(settled)
+    }
+
+    /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,
+    /// so the first and the last being there means all are).
+    pub(crate) fn part_present(&self, shard: u32, first: u128, n: u32) -> Result<bool> {
+        let Some(s) = self.shards.get(shard as usize) else { return Ok(false) };
+        let last = first + (n.max(1) as u128 - 1);
+        for id in [first, last] {
+            let mut c = s.cursor(crate::shard::Start::From(idgen::Ulid(id)));
+            match c.next()? {
+                Some(r) if r.frame.id.0 == id => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a seal in shard `shard`: drops the cached pages of its sealed segments
+    /// beyond the newest `sealed_cached_segments`.
+    pub(crate) fn drop_old_sealed_pages(&self, shard: usize) {
+        let keep = self.opts.sealed_cached_segments;
+        if keep == usize::MAX {
+            return;
+        }
+        let list = self.shards[shard].segments.load();
+        let sealed: Vec<&Arc<Segment>> = list.iter().filter(|s| s.is_sealed()).collect();
+        for s in sealed.iter().rev().skip(keep) {
+            if !s.cache_dropped.swap(true, Ordering::Relaxed)
+                && let Err(e) = s.map.drop_cache()
+            {
+                self.background_error(StorageError::io("drop cached pages", &s.path, e));
+            }
+        }
+    }
+
+    pub(crate) fn background_error(&self, e: StorageError) {
+        self.background_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_background_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    /// Prepares shard `i`'s next segment unless one is ready. Holds the shard's slot lock
+    /// throughout, so a writer rolling meanwhile waits for this segment instead of racing to
+    /// create the same file.
+    pub(crate) fn prepare_next(&self, i: usize) -> Result<()> {
+        let shard = &self.shards[i];
+        let mut slot = shard.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let next_seq = shard.segments.load().last().map_or(1, |s| s.seq + 1);
+        if slot.as_ref().is_some_and(|p| p.segment.seq == next_seq) {
+            return Ok(());
+        }
+        let recycled = self.recycle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        *slot = Some(segment::prepare(
+            &shard.dir,
+            shard.id,
+            next_seq,
+            self.opts.segment_bytes,
+            self.opts.index_interval_bytes,
+            self.opts.clock.now_ms(),
+            recycled,
+        )?);
+        Ok(())
+    }
+}
