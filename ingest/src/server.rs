@@ -2,7 +2,8 @@
 //!
 //! Start: writers first, then the listener (so `/healthz` answers at once), then recovery of
 //! every log on the blocking pool; `/readyz` and writes wait for it. Stop (SIGTERM/SIGINT): stop
-//! accepting, let in-flight requests finish, stop the writers after their queued work (each
+//! accepting, end the tails' streams (`AppState::stopping`), let in-flight requests finish, stop
+//! the writers after their queued work (each
 //! syncs all its shards), close every log (final flush and checkpoint), exit 0.
 
 use crate::api::{AppState, app};
@@ -50,6 +51,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         consumers: crate::consumers::Consumers::new(&config_dir)?,
         metrics,
         hubs: Default::default(),
+        stopping: tokio::sync::watch::channel(false).0,
     }))
 }
 
@@ -98,11 +100,14 @@ pub async fn run(
     let mut recovery = tokio::task::spawn_blocking(move || recover(&st));
     // A failed recovery stops the server at once (it would never become ready).
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let st = Arc::clone(&state);
     let until = async move {
         tokio::select! {
             _ = shutdown => {}
             Ok(()) = failed_rx => {}
         }
+        // Tails stream until told: end them, or draining would wait for their clients.
+        st.stopping.send_replace(true);
     };
     let ticker = spawn_ticker(Arc::clone(&state));
     let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(until);

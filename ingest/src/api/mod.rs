@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The mergers feeding live tails, one per log that has any.
     pub hubs: hub::Hubs,
+    /// Set once the server stops: streams (tails) end, so that draining connections finishes.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {

@@ -136,7 +136,8 @@ async fn feed(
     st.metrics.tails_active.inc();
     // Counts the tail down however it ends.
     let _active = TailGuard(st.metrics.tails_active.clone());
-    let out = Out { st: Arc::clone(&st), key, sse, tx, last_sent: Instant::now() };
+    let stop = st.stopping.subscribe();
+    let out = Out { st: Arc::clone(&st), key, sse, tx, last_sent: Instant::now(), stop };
     // The last commit sent (or passed over by the key filter): where the tail resumes.
     let cursor = match start {
         Start::After(id) => id,
@@ -166,6 +167,8 @@ struct Out {
     sse: bool,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     last_sent: Instant,
+    /// The server is stopping: the stream ends (a client resumes elsewhere with its cursor).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Out {
@@ -194,14 +197,23 @@ impl Out {
         Bytes::from(out)
     }
 
-    /// Sends `bytes` (if any); `false` once the client is gone or too slow.
+    /// Whether the server is stopping.
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sends `bytes` (if any); `false` once the client is gone or too slow, or the server
+    /// stops.
     async fn send(&mut self, bytes: Bytes) -> bool {
         if bytes.is_empty() {
-            return !self.tx.is_closed();
+            return !self.tx.is_closed() && !self.stopping();
         }
         self.last_sent = Instant::now();
-        let sent =
-            tokio::time::timeout(Duration::from_millis(TAIL_STALL_MS), self.tx.send(bytes)).await;
+        let stall = Duration::from_millis(TAIL_STALL_MS);
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(stall, self.tx.send(bytes)) => sent,
+            () = stopped(&mut self.stop) => return false,
+        };
         match sent {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false, // gone
@@ -225,7 +237,7 @@ impl Out {
                 return false;
             }
         }
-        !self.tx.is_closed()
+        !self.tx.is_closed() && !self.stopping()
     }
 }
 
@@ -297,6 +309,7 @@ impl Tail {
 
     /// Takes the hub's chunks until the client goes or the tail falls behind.
     async fn live(&mut self, mut sub: hub::Subscription) -> Ended {
+        let mut stop = self.out.stop.clone();
         loop {
             let keepalive = self.out.last_sent + Duration::from_millis(TAIL_KEEPALIVE_MS);
             tokio::select! {
@@ -309,6 +322,7 @@ impl Tail {
                     Err(RecvError::Lagged(_) | RecvError::Closed) => return Ended::Behind,
                 },
                 () = self.out.tx.closed() => return Ended::Stop,
+                () = stopped(&mut stop) => return Ended::Stop,
                 () = tokio::time::sleep_until(keepalive.into()) => {
                     if !self.out.keepalive() {
                         return Ended::Stop;
@@ -332,6 +346,19 @@ impl Tail {
     async fn idle(&mut self) -> bool {
         tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
         self.out.keepalive()
+    }
+}
+
+/// Resolves once the server is stopping.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            // The state is gone: nothing will ever stop this stream from here.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -238,9 +238,31 @@ fn sigterm_drains_exits_zero_and_the_next_start_needs_no_repair() {
         assert_eq!(s, 200);
         ids.extend(v["ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()));
     }
+    // Live tails (they stream until told) must not hold the drain open.
+    let tails: Vec<TcpStream> = ["", "accept: application/x-ndjson\r\n"]
+        .iter()
+        .map(|h| {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            write!(s, "GET /v1/logs/t/tail?after=now HTTP/1.1\r\nhost: x\r\n{h}\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     server.signal("-TERM");
-    let status = server.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server with tails open");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(status.success(), "exit status {status:?}: {}", server.stderr.lock().unwrap());
+    for mut t in tails {
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        t.read_to_end(&mut rest).expect("the tail's stream ends");
+    }
     drop(server);
     let server = Server::start(dir.path(), &[]);
     let stored = all_commits(&server.addr, "t", 4);
