@@ -3,8 +3,8 @@
 //! Start: writers first, then the listener (so `/healthz` answers at once), then recovery of
 //! every log on the blocking pool; `/readyz` and writes wait for it. Stop (SIGTERM/SIGINT): stop
 //! accepting, end the tails' streams (`AppState::stopping`), let in-flight requests finish, stop
-//! the writers after their queued work (each
-//! syncs all its shards), close every log (final flush and checkpoint), exit 0.
+//! the writers after their queued work (each syncs all its shards), close every log (final
+//! flush and checkpoint), exit 0.
 
 use crate::api::{AppState, app};
 use crate::config::Config;
