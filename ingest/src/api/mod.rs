@@ -10,6 +10,7 @@ mod ingest;
 mod logs;
 mod metrics;
 mod read;
+pub use read::render_into;
 mod tail;
 mod timeline;
 
