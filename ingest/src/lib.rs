@@ -9,6 +9,7 @@ pub mod config;
 pub mod consumers;
 pub mod error;
 pub mod idempotency;
+pub mod json;
 pub mod logs;
 pub mod metrics;
 pub mod server;

@@ -60,7 +60,7 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
     // Cheapest test first: a payload with a line break is never copied as it is.
     let copy_as_is = !trimmed.is_empty()
         && memchr::memchr2(b'\n', b'\r', trimmed).is_none()
-        && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+        && crate::json::is_json(trimmed);
     if copy_as_is {
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(trimmed);
