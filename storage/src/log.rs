@@ -388,6 +388,11 @@ fn open_shard(
     Ok((shard, writer))
 }
 
+/// How long opening waits for a log's lock before answering `Locked`: a lock can be held for
+/// an instant after its log closed, by a child process forked meanwhile (anywhere in this
+/// process) that has not reached `exec`, which closes its copy of the descriptor.
+pub const LOCK_WAIT_MS: u64 = 1_000;
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let f = OpenOptions::new()
@@ -396,10 +401,16 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::io("open lock file", &path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", &path, e)),
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
+        }
     }
 }
 
