@@ -112,7 +112,7 @@ impl ChunkBuilder {
 /// Reads final commits from `merger` into a chunk (`None`: none is final), up to
 /// `CHUNK_COMMITS_MAX` commits or `CHUNK_BYTES_MAX` bytes, and whether it stopped because
 /// nothing more is final (caught up). Blocking.
-pub fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Chunk>, bool)> {
+fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Chunk>, bool)> {
     let mut b = ChunkBuilder::default();
     let mut caught_up = false;
     while b.ids.len() < CHUNK_COMMITS_MAX && b.lines.len() < CHUNK_BYTES_MAX {
@@ -128,7 +128,7 @@ pub fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Chunk>, bool)>
 /// Reads on `merger` through `tip`, at most `chunks_max` chunks: the chunks read, and whether
 /// every commit at or below `tip` is now among them or behind the merger (so a subscriber
 /// whose chunks begin after `tip` misses nothing). Blocking.
-pub fn read_through(
+fn read_through(
     merger: &mut Merger,
     tip: Ulid,
     chunks_max: usize,
@@ -148,6 +148,70 @@ pub fn read_through(
         }
     }
     Ok((chunks, false))
+}
+
+/// What one step of a [`Follower`] found.
+#[derive(Debug)]
+pub enum Read {
+    /// No shard's mark moved since a read found nothing: nothing new can be final.
+    Idle,
+    /// A chunk (none if nothing was final) and whether the merger caught up with what is
+    /// final.
+    Chunk(Option<Chunk>, bool),
+}
+
+/// A merger followed from the async side, for a hub and for a tail catching up: reads run on
+/// the blocking pool, and a read is skipped while no shard's mark has moved since one found
+/// nothing (so an idle follower costs no trip to the blocking pool).
+#[derive(Debug)]
+pub struct Follower {
+    /// `None` only while a read has it on the blocking pool, or after that read failed.
+    merger: Option<Merger>,
+    /// The shards' marks when the last read found nothing.
+    idle_marks: Option<Vec<Ulid>>,
+}
+
+impl Follower {
+    /// Follows `entry`'s shards from `start`.
+    pub fn new(entry: &LogEntry, start: Start) -> Follower {
+        Follower { merger: Some(Merger::new(entry.log.shards(), start)), idle_marks: None }
+    }
+
+    /// The next step; `Err` once the storage (or the blocking pool) failed.
+    pub async fn read(&mut self, entry: &LogEntry) -> Result<Read, ()> {
+        let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
+        if self.idle_marks.as_ref() == Some(&marks) && self.waiting().is_none() {
+            return Ok(Read::Idle);
+        }
+        let (chunk, caught_up) = self.blocking(read_chunk).await?;
+        self.idle_marks = chunk.is_none().then_some(marks);
+        Ok(Read::Chunk(chunk, caught_up))
+    }
+
+    /// [`read_through`] `tip`, at most `chunks_max` chunks.
+    pub async fn read_through(
+        &mut self,
+        tip: Ulid,
+        chunks_max: usize,
+    ) -> Result<(Vec<Chunk>, bool), ()> {
+        self.blocking(move |m| read_through(m, tip, chunks_max)).await
+    }
+
+    /// The lowest commit waiting for the watermark, if any ([`Merger::waiting`]).
+    pub fn waiting(&self) -> Option<Ulid> {
+        self.merger.as_ref().and_then(Merger::waiting)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Merger) -> storage::Result<T> + Send + 'static,
+    ) -> Result<T, ()> {
+        let mut merger = self.merger.take().ok_or(())?;
+        let r = tokio::task::spawn_blocking(move || f(&mut merger).map(|t| (merger, t))).await;
+        let (merger, t) = r.map_err(|_| ())?.map_err(|_| ())?;
+        self.merger = Some(merger);
+        Ok(t)
+    }
 }
 
 /// A running hub.
@@ -195,48 +259,34 @@ pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {
 /// Merges and broadcasts until no subscriber is left or the storage fails.
 async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid) {
     st.metrics.tail_hubs.inc();
-    let mut merger = Merger::new(entry.log.shards(), Start::After(start));
-    // The shards' marks when the last read found nothing (see `api::tail`).
-    let mut idle_marks: Option<Vec<Ulid>> = None;
-    loop {
-        {
-            let mut hubs = lock(&st.hubs.0);
-            if hub.tx.receiver_count() == 0 {
-                hubs.remove(&entry.id);
-                break;
-            }
-        }
+    let mut follower = Follower::new(&entry, Start::After(start));
+    // (Subscribers take the lock to subscribe: it is needed only to decide that none is left.)
+    while hub.tx.receiver_count() > 0 || !remove_if_unused(&st, &entry, &hub) {
         // Registered before the marks are read, so a burst ending after that still wakes us.
         let burst = st.writers.bursts().notified();
         tokio::pin!(burst);
         burst.as_mut().enable();
-        let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
-        if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
-            let _ = tokio::time::timeout(Duration::from_millis(HUB_POLL_MS), burst).await;
-            continue;
-        }
-        let read = tokio::task::spawn_blocking(move || {
-            let (chunk, caught_up) = read_chunk(&mut merger)?;
-            Ok::<_, storage::StorageError>((merger, chunk, caught_up))
-        })
-        .await;
-        let Ok(Ok((m, chunk, caught_up))) = read else {
-            // The storage failed: subscribers fall back to their own mergers (which report it).
-            lock(&st.hubs.0).remove(&entry.id);
-            break;
+        let caught_up = match follower.read(&entry).await {
+            Ok(Read::Idle) => true,
+            Ok(Read::Chunk(chunk, caught_up)) => {
+                if let Some(chunk) = chunk {
+                    let mut tip = lock(&hub.tip);
+                    *tip = chunk.last();
+                    // No receiver: the check at the top of the loop stops the hub.
+                    let _ = hub.tx.send(Arc::new(chunk));
+                }
+                caught_up
+            }
+            Err(()) => {
+                // The storage failed: subscribers fall back to their own mergers (which
+                // report it).
+                lock(&st.hubs.0).remove(&entry.id);
+                break;
+            }
         };
-        merger = m;
-        let n = chunk.as_ref().map_or(0, |c| c.ids.len());
-        idle_marks = (n == 0).then_some(marks);
-        if let Some(chunk) = chunk {
-            let mut tip = lock(&hub.tip);
-            *tip = chunk.last();
-            // No receiver: the check at the top of the loop stops the hub.
-            let _ = hub.tx.send(Arc::new(chunk));
-        }
         if caught_up {
             // A commit is published but not yet final: ask idle writers to pass it now.
-            if let Some(waiting) = merger.waiting() {
+            if let Some(waiting) = follower.waiting() {
                 st.writers.nudge_to(waiting);
             }
             // Until a writer ends a burst (new commits, or the nudged marks), at most a poll
@@ -245,4 +295,15 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
         }
     }
     st.metrics.tail_hubs.dec();
+}
+
+/// Removes `hub` from the running hubs if it has no subscriber (checked under the lock
+/// subscribers take); whether it did.
+fn remove_if_unused(st: &AppState, entry: &LogEntry, hub: &Hub) -> bool {
+    let mut hubs = lock(&st.hubs.0);
+    if hub.tx.receiver_count() > 0 {
+        return false;
+    }
+    hubs.remove(&entry.id);
+    true
 }

@@ -9,9 +9,10 @@
 //! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
 //! `TAIL_STALL_MS` is disconnected, never buffered without limit.
 
-use super::hub::{self, Chunk};
+use super::hub::{self, Chunk, Follower, Read};
 use super::{AppState, blocking, check_name, existing_log};
 use crate::api::error::ApiError;
+use crate::logs::LogEntry;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::{Merger, Start};
+use storage::Start;
 use tokio::sync::broadcast::error::RecvError;
 
 /// Chunks a tail may have queued for a slow client.
@@ -127,7 +128,7 @@ enum Ended {
 /// from the hub once caught up.
 async fn feed(
     st: Arc<AppState>,
-    entry: Arc<crate::logs::LogEntry>,
+    entry: Arc<LogEntry>,
     start: Start,
     key: Option<Vec<u8>>,
     sse: bool,
@@ -144,16 +145,16 @@ async fn feed(
         Start::Beginning | Start::From(_) => Ulid(0),
     };
     let mut t = Tail { out, cursor };
-    let mut merger = Merger::new(entry.log.shards(), start);
+    let mut own = Follower::new(&entry, start);
     loop {
-        let sub = match t.catch_up(&entry, merger).await {
+        let sub = match t.catch_up(&entry, own).await {
             Ended::Joined(sub) => sub,
             Ended::Stop | Ended::Behind => return,
         };
         match t.live(sub).await {
             Ended::Behind => {
                 st.metrics.tail_catchups.inc();
-                merger = Merger::new(entry.log.shards(), Start::After(t.cursor));
+                own = Follower::new(&entry, Start::After(t.cursor));
             }
             Ended::Stop | Ended::Joined(_) => return,
         }
@@ -247,62 +248,47 @@ struct Tail {
 }
 
 impl Tail {
-    /// Reads on its own merger until caught up, then joins the log's hub.
-    async fn catch_up(&mut self, entry: &Arc<crate::logs::LogEntry>, mut merger: Merger) -> Ended {
-        // The shards' marks when the last read found nothing: while they stand still nothing
-        // new can be final, so an idle tail skips the read (and its trip to the blocking pool).
-        let mut idle_marks: Option<Vec<Ulid>> = None;
+    /// Reads on its own until caught up, then joins the log's hub.
+    async fn catch_up(&mut self, entry: &Arc<LogEntry>, mut own: Follower) -> Ended {
         loop {
-            let marks: Vec<Ulid> = entry.log.shards().iter().map(|s| s.high_water()).collect();
-            if idle_marks.as_ref() == Some(&marks) && merger.waiting().is_none() {
-                if !self.idle().await {
-                    return Ended::Stop;
-                }
-                continue;
-            }
-            let read = tokio::task::spawn_blocking(move || {
-                let (chunk, caught_up) = hub::read_chunk(&mut merger)?;
-                Ok::<_, storage::StorageError>((merger, chunk, caught_up))
-            })
-            .await;
-            let Ok(Ok((m, chunk, caught_up))) = read else { return Ended::Stop };
-            merger = m;
-            let n = chunk.as_ref().map_or(0, |c| c.ids.len());
-            idle_marks = (n == 0).then_some(marks);
-            if let Some(c) = chunk
-                && !self.send(&c).await
-            {
-                return Ended::Stop;
-            }
-            if caught_up {
-                // Caught up with what is final: join the hub, reading on our own up to its tip.
-                let sub = hub::subscribe(&self.out.st, entry);
-                let tip = sub.tip;
-                let joined = tokio::task::spawn_blocking(move || {
-                    let r = hub::read_through(&mut merger, tip, TAIL_JOIN_CHUNKS_MAX);
-                    r.map(|(chunks, done)| (merger, chunks, done))
-                })
-                .await;
-                let Ok(Ok((m, chunks, done))) = joined else { return Ended::Stop };
-                merger = m;
-                for c in &chunks {
-                    if !self.send(c).await {
+            match own.read(entry).await {
+                Ok(Read::Idle) => {}
+                Ok(Read::Chunk(chunk, caught_up)) => {
+                    if let Some(c) = chunk
+                        && !self.send(&c).await
+                    {
                         return Ended::Stop;
                     }
+                    if !caught_up {
+                        continue;
+                    }
+                    // Caught up with what is final: join the hub, reading on our own up to its
+                    // tip.
+                    let sub = hub::subscribe(&self.out.st, entry);
+                    let Ok((chunks, done)) = own.read_through(sub.tip, TAIL_JOIN_CHUNKS_MAX).await
+                    else {
+                        return Ended::Stop;
+                    };
+                    for c in &chunks {
+                        if !self.send(c).await {
+                            return Ended::Stop;
+                        }
+                    }
+                    if done {
+                        self.cursor = self.cursor.max(sub.tip);
+                        return Ended::Joined(sub);
+                    }
+                    drop(sub);
+                    // A commit is published but not yet final: ask idle writers to pass it
+                    // now rather than at their next tick.
+                    if let Some(waiting) = own.waiting() {
+                        self.out.st.writers.nudge_to(waiting);
+                    }
                 }
-                if done {
-                    self.cursor = self.cursor.max(tip);
-                    return Ended::Joined(sub);
-                }
-                drop(sub);
-                // A commit is published but not yet final: ask idle writers to pass it now
-                // rather than at their next tick.
-                if let Some(waiting) = merger.waiting() {
-                    self.out.st.writers.nudge_to(waiting);
-                }
-                if !self.idle().await {
-                    return Ended::Stop;
-                }
+                Err(()) => return Ended::Stop,
+            }
+            if !self.idle().await {
+                return Ended::Stop;
             }
         }
     }
