@@ -31,7 +31,7 @@ mod writer;
 pub use error::{FormatError, Result, StorageError};
 pub use format::{FrameRef, NewRecord};
 pub use log::{Log, LogStats, RecoveryReport};
-pub use merge::Merger;
+pub use merge::{Merger, Picks, Placed};
 pub use options::{LogOptions, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX};
 pub use shard::{Cursor, Peek, Record, Shard, ShardStats, Start};
 pub use txn::{Txns, Visibility};

@@ -11,10 +11,15 @@
 //! sequence of `next` calls, interleaved with any writes, returns every commit exactly once in
 //! ULID order: nothing can ever appear behind it.
 //!
+//! A [`Picks`] keeps what a merger returned by place, so a page can be chosen (its end, its
+//! `next` cursor, known) before it is rendered, and rendered elsewhere.
+//!
 //! What it is not: a materialised index, or async. It merges lazily from the sparse indexes of
 //! the shards; the service drives it from its blocking pool.
 
 use crate::error::Result;
+use crate::format::FrameLayout;
+use crate::segment::Segment;
 use crate::shard::{Cursor, Peek, Record, Shard, Start};
 use idgen::Ulid;
 use std::cmp::{Ordering, Reverse};
@@ -45,16 +50,22 @@ impl PartialOrd for Key {
 #[derive(Debug)]
 pub struct Merger {
     cursors: Vec<Cursor>,
+    /// The next commit of every cursor that has one published.
     heap: BinaryHeap<Reverse<Key>>,
-    queued: Vec<bool>,
+    /// Cursors with no commit in the heap (caught up or blocked): peeked again at every call.
+    idle: Vec<u32>,
+    /// The cursor whose commit the last `next` returned. Its heap entry, the top, is stale
+    /// until that cursor is peeked again, at the next call: its next commit then replaces the
+    /// top in place, which costs two comparisons while a shard's run of commits lasts.
+    taken: Option<u32>,
 }
 
 impl Merger {
     /// A merger over `shards` (their index in the slice is their shard number) from `start`.
     pub fn new(shards: &[Arc<Shard>], start: Start) -> Merger {
         let cursors: Vec<Cursor> = shards.iter().map(|s| s.cursor(start)).collect();
-        let queued = vec![false; cursors.len()];
-        Merger { cursors, heap: BinaryHeap::new(), queued }
+        let idle = (0..cursors.len() as u32).collect();
+        Merger { cursors, heap: BinaryHeap::new(), idle, taken: None }
     }
 
     /// The watermark now: no commit at or below it can still be added to any shard or become
@@ -74,30 +85,53 @@ impl Merger {
         Ok(bound.min(marks).min(pending))
     }
 
-    /// Queues the next commit of every shard that has one and returns the bound the others
+    /// Queues the next commit of every cursor that has one and returns the bound the others
     /// set: nothing at or below it can still appear in a shard without a queued commit.
     fn refill(&mut self) -> Result<Ulid> {
-        let mut bound = Ulid(u128::MAX);
-        for (i, c) in self.cursors.iter_mut().enumerate() {
-            if self.queued[i] {
-                continue;
-            }
-            // The mark first: everything it covers was published before it was raised.
-            let mark = c.shard().high_water();
-            match c.peek()? {
+        if let Some(s) = self.taken.take() {
+            match self.cursors[s as usize].peek()? {
                 Peek::Next(id) => {
-                    self.heap.push(Reverse(Key(id, i as u32)));
-                    self.queued[i] = true;
+                    let mut top = self.heap.peek_mut().expect("the taken commit is the top");
+                    *top = Reverse(Key(id, s));
                 }
-                Peek::CaughtUp => bound = bound.min(mark),
+                Peek::CaughtUp | Peek::Blocked(_) => {
+                    self.heap.pop();
+                    self.idle.push(s);
+                }
+            }
+        }
+        let mut bound = Ulid(u128::MAX);
+        let mut k = 0;
+        while k < self.idle.len() {
+            let s = self.idle[k];
+            let c = &mut self.cursors[s as usize];
+            let mut peek = c.peek()?;
+            if peek == Peek::CaughtUp {
+                // The mark, then a second look: everything the mark covers was published
+                // before it was raised, so before this peek.
+                let mark = c.shard().high_water();
+                peek = c.peek()?;
+                if peek == Peek::CaughtUp {
+                    bound = bound.min(mark);
+                }
+            }
+            match peek {
+                Peek::Next(id) => {
+                    self.heap.push(Reverse(Key(id, s)));
+                    self.idle.swap_remove(k);
+                    continue;
+                }
+                Peek::CaughtUp => {}
                 Peek::Blocked(id) => bound = bound.min(Ulid(id.0.saturating_sub(1))),
             }
+            k += 1;
         }
         Ok(bound)
     }
 
     /// The lowest commit waiting for the watermark, if any: what a reader that wants it sooner
-    /// asks idle writers to pass.
+    /// asks idle writers to pass. Exact after a `next` that answered `None`; after one that
+    /// returned a commit, that commit.
     pub fn waiting(&self) -> Option<Ulid> {
         self.heap.peek().map(|Reverse(k)| k.0)
     }
@@ -106,6 +140,11 @@ impl Merger {
     /// `None` (caught up with what is final; call again later).
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the merger
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        Ok(self.next_placed()?.map(|p| p.record()))
+    }
+
+    /// [`Merger::next`] by place, which a [`Picks`] can keep.
+    pub fn next_placed(&mut self) -> Result<Option<Placed<'_>>> {
         let bound = self.refill()?;
         let Some(&Reverse(Key(id, shard))) = self.heap.peek() else {
             return Ok(None);
@@ -113,10 +152,95 @@ impl Merger {
         if id > bound {
             return Ok(None);
         }
-        self.heap.pop();
-        self.queued[shard as usize] = false;
-        let record = self.cursors[shard as usize].next()?;
-        debug_assert_eq!(record.map(|r| r.frame.id), Some(id));
-        Ok(record)
+        self.taken = Some(shard);
+        let placed = self.cursors[shard as usize].next_placed()?;
+        debug_assert_eq!(placed.as_ref().map(|p| p.2.id), Some(id));
+        Ok(placed.map(|(segment, at, layout)| Placed { segment, at, layout, shard }))
+    }
+}
+
+/// A commit a merger returned, by place: the segment, offset and layout of its frame.
+#[derive(Debug)]
+pub struct Placed<'a> {
+    segment: &'a Arc<Segment>,
+    at: usize,
+    layout: FrameLayout,
+    shard: u32,
+}
+
+impl<'a> Placed<'a> {
+    /// The commit.
+    pub fn record(&self) -> Record<'a> {
+        Record { frame: self.segment.frame(self.at, &self.layout), shard: self.shard }
+    }
+
+    /// Its ULID.
+    pub fn id(&self) -> Ulid {
+        self.layout.id
+    }
+}
+
+/// Commits picked from a merger, kept by place: a page between the merge that chose it and the
+/// rendering that sends it, which may run later on another thread. It holds the segments it
+/// points into alive (retention cannot unmap them), and about 100 bytes a commit.
+#[derive(Debug, Default)]
+pub struct Picks {
+    segments: Vec<Arc<Segment>>,
+    /// Per shard, the index in `segments` of the segment its last pick lay in.
+    last_segment: Vec<Option<u32>>,
+    picks: Vec<Pick>,
+    /// Frame bytes (headers and padding included) of the picks.
+    frame_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Pick {
+    segment: u32,
+    shard: u32,
+    at: usize,
+    layout: FrameLayout,
+}
+
+impl Picks {
+    /// Keeps `p`.
+    pub fn push(&mut self, p: &Placed<'_>) {
+        let shard = p.shard as usize;
+        if self.last_segment.len() <= shard {
+            self.last_segment.resize(shard + 1, None);
+        }
+        let segment = match self.last_segment[shard] {
+            Some(i) if Arc::ptr_eq(&self.segments[i as usize], p.segment) => i,
+            _ => {
+                self.segments.push(Arc::clone(p.segment));
+                let i = (self.segments.len() - 1) as u32;
+                self.last_segment[shard] = Some(i);
+                i
+            }
+        };
+        self.frame_bytes += p.layout.padded;
+        self.picks.push(Pick { segment, shard: p.shard, at: p.at, layout: p.layout });
+    }
+
+    /// Commits kept.
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
+    }
+
+    /// Frame bytes of the commits kept (what they occupy in their segments).
+    pub fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+
+    /// The commits kept, in the order they were pushed.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
+        self.picks.iter().map(|p| Record {
+            frame: self.segments[p.segment as usize].frame(p.at, &p.layout),
+            shard: p.shard,
+        })
     }
 }

@@ -10,7 +10,9 @@
 //! What it is not: the append path (`writer`) or the cursor (`reader`).
 
 use crate::error::{FormatError, Result, StorageError};
-use crate::format::{self, FRAME_HEADER_LEN, HEADER_LEN, SegmentHeader, SegmentState, flags};
+use crate::format::{
+    self, FRAME_HEADER_LEN, FrameLayout, FrameRef, HEADER_LEN, SegmentHeader, SegmentState, flags,
+};
 use crate::index::SparseIndex;
 use crate::mmap::{MapWriter, MappedFile, map_segment};
 use crate::recovery;
@@ -360,6 +362,11 @@ impl Segment {
     }
 
     /// Records the last commit's ULID (writer and recovery only).
+    /// The checked frame at `at` with `layout` (from `format::check_frame` on these bytes).
+    pub(crate) fn frame(&self, at: usize, layout: &FrameLayout) -> FrameRef<'_> {
+        layout.view(self.map.read(at, at + layout.padded))
+    }
+
     pub(crate) fn set_last_id(&self, id: u128) {
         self.last_hi.store((id >> 64) as u64, Ordering::Relaxed);
         self.last_lo.store(id as u64, Ordering::Relaxed);

@@ -241,6 +241,14 @@ impl Cursor {
     /// transaction). Corruption is an error naming segment and offset.
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the cursor
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        let shard = self.shard.id;
+        Ok(self
+            .next_placed()?
+            .map(|(seg, at, layout)| Record { frame: seg.frame(at, &layout), shard }))
+    }
+
+    /// [`Cursor::next`] by place: the segment, the frame's offset in it and its layout.
+    pub(crate) fn next_placed(&mut self) -> Result<Option<(&Arc<Segment>, usize, FrameLayout)>> {
         let (at, layout) = match self.peeked.take() {
             Some(p) => p,
             None => match self.advance()? {
@@ -248,9 +256,7 @@ impl Cursor {
                 Step::CaughtUp | Step::Blocked(_) => return Ok(None),
             },
         };
-        let seg = &self.segs[self.seg_i];
-        let frame = layout.view(seg.map.read(at, at + layout.padded));
-        Ok(Some(Record { frame, shard: self.shard.id }))
+        Ok(Some((&self.segs[self.seg_i], at, layout)))
     }
 
     /// What `next` would return, without consuming it.
