@@ -211,16 +211,33 @@ pub async fn read_timeline(
                 None => None,
             }
         };
-        let (next_resp, body) = tokio::join!(ask_next, r.into_body().collect());
-        let body = body.map_err(|e| anyhow::anyhow!("reading a page: {e}"))?.to_bytes();
+        // NDJSON is counted as it arrives (a commit a line); a JSON page is parsed whole.
+        let read_body = async {
+            let mut body = r.into_body();
+            let (mut whole, mut len, mut lines) = (Vec::new(), 0u64, 0u64);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| anyhow::anyhow!("reading a page: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    len += data.len() as u64;
+                    if ndjson && status == 200 {
+                        lines += memchr::memchr_iter(b'\n', data).count() as u64;
+                    } else {
+                        whole.extend_from_slice(data);
+                    }
+                }
+            }
+            anyhow::Ok((whole, len, lines))
+        };
+        let (next_resp, body) = tokio::join!(ask_next, read_body);
+        let (body, len, lines) = body?;
         if status != 200 {
             bail!("timeline read answered {status}: {}", String::from_utf8_lossy(&body));
         }
         let _ = hist.record(asked.elapsed().as_micros().max(1) as u64);
         pages += 1;
-        bytes += body.len() as u64;
+        bytes += len;
         let (n, json_next) = if ndjson {
-            (body.iter().filter(|&&b| b == b'\n').count() as u64, None)
+            (lines, None)
         } else {
             let v: serde_json::Value = serde_json::from_slice(&body)?;
             let n = v["commits"].as_array().map_or(0, Vec::len) as u64;

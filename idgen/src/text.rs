@@ -13,12 +13,19 @@ const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Encodes `id` as 26 ASCII bytes (Crockford base32, upper case).
 #[inline]
 pub fn encode(id: Ulid) -> [u8; ULID_LEN] {
+    // 26 digits of 5 bits: the low 12 from the low 60 bits, the next 12 from the 60 above,
+    // the first 2 from the top 8; each digit a shift of a u64 (no carried u128 shifts).
+    let v = id.0;
+    let low = (v as u64) & ((1 << 60) - 1);
+    let mid = ((v >> 60) as u64) & ((1 << 60) - 1);
+    let top = (v >> 120) as u64;
     let mut out = [0u8; ULID_LEN];
-    let mut v = id.0;
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(v & 0x1f) as usize];
-        v >>= 5;
+    for k in 0..12 {
+        out[ULID_LEN - 1 - k] = ALPHABET[((low >> (5 * k)) & 0x1f) as usize];
+        out[ULID_LEN - 13 - k] = ALPHABET[((mid >> (5 * k)) & 0x1f) as usize];
     }
+    out[1] = ALPHABET[(top & 0x1f) as usize];
+    out[0] = ALPHABET[(top >> 5) as usize];
     out
 }
 

@@ -43,22 +43,23 @@ const PLAIN: [bool; 256] = {
     t
 };
 
-/// The end of the run of plain string bytes ([`PLAIN`]) from `i`: eight bytes at a time while
-/// none of them can end it (a word test that may stop early, never late), then byte by byte.
+/// The end of the run of plain string bytes ([`PLAIN`]) from `i`: sixteen bytes at a time while
+/// none of them can end it (a branch-free test the compiler turns into vector compares), then
+/// byte by byte.
 fn plain_run(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte of `v` is below `n` (n <= 128): the classic word test, exact about "any".
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * n as u64) & !v & HIGH;
-    while let Some(word) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let quote = below(x ^ (ONES * b'"' as u64), 1);
-        let backslash = below(x ^ (ONES * b'\\' as u64), 1);
-        if quote | backslash | below(x, 0x20) != 0 {
+    while let Some(chunk) = b.get(i..i + 16) {
+        let stops =
+            chunk.iter().fold(false, |any, &c| any | (c < 0x20) | (c == b'"') | (c == b'\\'));
+        if stops {
             break;
         }
-        i += 8;
+        i += 16;
     }
+    plain_bytes(b, i)
+}
+
+/// The end of the run of plain string bytes from `i`, byte by byte.
+fn plain_bytes(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && PLAIN[b[i] as usize] {
         i += 1;
     }

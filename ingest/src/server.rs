@@ -110,6 +110,13 @@ pub async fn run(
         st.stopping.send_replace(true);
     };
     let ticker = spawn_ticker(Arc::clone(&state));
+    // No Nagle delay: a streamed body's last small chunk must not wait for the client's
+    // delayed acknowledgement of the previous one (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(until);
     let watch = async {
         let r = (&mut recovery).await;

@@ -245,6 +245,11 @@ pub struct FrameLayout {
 }
 
 impl FrameLayout {
+    /// Bytes of the key and payload.
+    pub fn data_len(&self) -> usize {
+        self.payload_end - FRAME_HEADER_LEN
+    }
+
     /// The frame's parts in `buf`, which must start with the frame this layout was checked on.
     pub fn view<'a>(&self, buf: &'a [u8]) -> FrameRef<'a> {
         FrameRef {

@@ -189,8 +189,8 @@ pub struct Picks {
     /// Per shard, the index in `segments` of the segment its last pick lay in.
     last_segment: Vec<Option<u32>>,
     picks: Vec<Pick>,
-    /// Frame bytes (headers and padding included) of the picks.
-    frame_bytes: usize,
+    /// Bytes of the picks' keys and payloads.
+    data_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -217,7 +217,7 @@ impl Picks {
                 i
             }
         };
-        self.frame_bytes += p.layout.padded;
+        self.data_bytes += p.layout.data_len();
         self.picks.push(Pick { segment, shard: p.shard, at: p.at, layout: p.layout });
     }
 
@@ -231,14 +231,19 @@ impl Picks {
         self.picks.is_empty()
     }
 
-    /// Frame bytes of the commits kept (what they occupy in their segments).
-    pub fn frame_bytes(&self) -> usize {
-        self.frame_bytes
+    /// Bytes of the keys and payloads of the commits kept.
+    pub fn data_bytes(&self) -> usize {
+        self.data_bytes
     }
 
     /// The commits kept, in the order they were pushed.
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
-        self.picks.iter().map(|p| Record {
+        self.records_from(0)
+    }
+
+    /// The commits kept from the `first`-th on.
+    pub fn records_from(&self, first: usize) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
+        self.picks[first.min(self.picks.len())..].iter().map(|p| Record {
             frame: self.segments[p.segment as usize].frame(p.at, &p.layout),
             shard: p.shard,
         })

@@ -51,6 +51,11 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
     out.extend_from_slice(b"\",\"key\":");
     if f.key.is_empty() {
         out.extend_from_slice(b"null");
+    } else if f.key.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\') {
+        // Printable ASCII without a quote or backslash: the JSON string is the key, quoted.
+        out.push(b'"');
+        out.extend_from_slice(f.key);
+        out.push(b'"');
     } else {
         let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(f.key));
     }
@@ -223,6 +228,10 @@ mod tests {
             (b"k", b"plain \"quoted\" text\nwith a newline"),
             (b"k", b"\xff\x00binary"),
             (b"k", b"1e400"),
+            (b"\x7f", b"1"),
+            (b"a\\b", b"1"),
+            (b"\x1f\xc3\xa9 \xff", b"1"),
+            (b" ~", b"1"),
             (b"k", b""),
             (b"k", b"null"),
         ] {

@@ -7,19 +7,25 @@
 //! (nudging idle writers so that takes about a millisecond, not a tick); past `timeout` it
 //! answers `504`, or with `fallback=eventual` the eventual page, marked as such. `eventual`
 //! never waits.
+//!
+//! A page is merged first (by place, `storage::Picks`), so its head goes out before its body,
+//! which is rendered a chunk at a time as the connection takes it.
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
-use super::{AppState, blocking, existing_log};
+use super::{AppState, existing_log};
 use crate::api::error::ApiError;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use idgen::Ulid;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{Merger, Start};
+use storage::{Merger, Picks, Start};
 
 /// Most commits one timeline request reads (matters with `key=`, which may skip most).
 pub const TIMELINE_SCAN_MAX: usize = 100_000;
@@ -94,7 +100,7 @@ pub(super) async fn timeline(
 
     // What "acknowledged before the request arrived" covers: each shard's mark now.
     let target = entry.log.shards().iter().map(|s| s.high_water()).max().unwrap_or(Ulid(0));
-    let mut consistency = "strong";
+    let mut consistency: &'static str = "strong";
     if strong {
         let began = tokio::time::Instant::now();
         let deadline = began + Duration::from_millis(timeout_ms);
@@ -141,45 +147,33 @@ pub(super) async fn timeline(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/x-ndjson"));
-    // The page is rendered straight into its body: one commit a line (NDJSON) or the items of
-    // the `commits` array.
     let page_bytes_max = st.config.read_page_bytes_max;
-    let (body, last, watermark) = blocking(move || {
-        let mut merger = Merger::new(entry.log.shards(), start);
-        let mut body = Vec::with_capacity(limit.min(1024) * 200);
-        let mut n = 0;
-        let mut last = None;
-        let mut scanned = 0;
-        // A key filter may skip many commits: bound the work of one request; `next` still
-        // points after what was scanned. Large commits: bound the page's bytes.
-        while n < limit && scanned < TIMELINE_SCAN_MAX && body.len() < page_bytes_max {
-            let Some(r) = merger.next()? else { break };
-            scanned += 1;
-            if to.is_some_and(|t| r.frame.id >= t) {
-                break;
-            }
-            last = Some(r.frame.id);
-            if key.as_deref().is_none_or(|k| r.frame.key == k) {
-                if !ndjson && n > 0 {
-                    body.push(b',');
-                }
-                render_into(&mut body, &r);
-                if ndjson {
-                    body.push(b'\n');
-                }
-                n += 1;
-            }
-        }
-        let watermark = merger.watermark()?;
-        Ok((body, last, watermark))
+    // The merge chooses the page (its commits by place, its `next`, its watermark) on the
+    // blocking pool, and the head goes out as soon as it is chosen. The body is rendered as
+    // the connection takes it, a chunk of `BODY_CHUNK_BYTES` at a time. So a client that asks
+    // for the next page on seeing this one's head has it merged while this one is rendered,
+    // and a page holds one chunk of rendered memory however large it is.
+    let (picks, last, watermark) = super::blocking(move || {
+        Ok(choose(&entry.log, start, to, limit, key.as_deref(), page_bytes_max)?)
     })
     .await?;
     let next = last.map(|id| id.to_string());
-    let consistency_header =
-        HeaderValue::from_static(if consistency == "strong" { "strong" } else { "eventual" });
+    let close = if ndjson {
+        String::new()
+    } else {
+        let next = serde_json::to_string(&next).expect("serialises");
+        format!(
+            "],\"next\":{next},\"watermark\":\"{watermark}\",\"consistency\":\"{consistency}\"}}"
+        )
+    };
+    let open: &'static [u8] = if ndjson { b"" } else { b"{\"commits\":[" };
+    let page = PageBody { picks, done: 0, ndjson, open, close: Some(close) };
+    let body = Body::from_stream(futures_util::stream::unfold(page, |mut page| async move {
+        page.next_chunk().map(|chunk| (Ok::<_, Infallible>(chunk), page))
+    }));
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
     if ndjson {
-        let mut resp = body.into_response();
-        let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         if let Some(n) = &next {
             h.insert("x-shardlog-next", HeaderValue::from_str(n).expect("ULIDs are ASCII"));
@@ -188,18 +182,87 @@ pub(super) async fn timeline(
             "x-shardlog-watermark",
             HeaderValue::from_str(&watermark.to_string()).expect("ULIDs are ASCII"),
         );
-        h.insert("x-shardlog-consistency", consistency_header);
-        return Ok(resp);
+        h.insert("x-shardlog-consistency", HeaderValue::from_static(consistency));
+    } else {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    let mut out = Vec::with_capacity(body.len() + 128);
-    out.extend_from_slice(b"{\"commits\":[");
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"],\"next\":");
-    out.extend_from_slice(serde_json::to_string(&next).expect("serialises").as_bytes());
-    out.extend_from_slice(
-        format!(",\"watermark\":\"{watermark}\",\"consistency\":\"{consistency}\"}}").as_bytes(),
-    );
-    let mut resp = out.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+/// Bytes after which a chunk of a page's body is handed to the connection: small enough that
+/// rendering one (about 50 µs) does not hold a runtime thread long.
+const BODY_CHUNK_BYTES: usize = 64 << 10;
+
+/// Merges a page: at most `limit` commits (of `key`, if given) after `start` and below `to`,
+/// read until `TIMELINE_SCAN_MAX` commits were passed over or the kept ones hold
+/// `page_bytes_max` bytes of keys and payloads. Answers them, the last commit passed over (the
+/// page's `next`), and the watermark once read. Blocking.
+fn choose(
+    log: &storage::Log,
+    start: Start,
+    to: Option<Ulid>,
+    limit: usize,
+    key: Option<&[u8]>,
+    page_bytes_max: usize,
+) -> storage::Result<(Picks, Option<Ulid>, Ulid)> {
+    let mut merger = Merger::new(log.shards(), start);
+    let mut picks = Picks::default();
+    let mut last = None;
+    let mut scanned = 0;
+    while picks.len() < limit && scanned < TIMELINE_SCAN_MAX && picks.data_bytes() < page_bytes_max
+    {
+        let Some(p) = merger.next_placed()? else { break };
+        scanned += 1;
+        let id = p.id();
+        if to.is_some_and(|t| id >= t) {
+            break;
+        }
+        last = Some(id);
+        if key.is_none_or(|k| p.record().frame.key == k) {
+            picks.push(&p);
+        }
+    }
+    let watermark = merger.watermark()?;
+    Ok((picks, last, watermark))
+}
+
+/// A chosen page's body, rendered a chunk at a time: one commit a line (NDJSON), or a JSON
+/// object whose `commits` are the page's and whose tail (`close`) carries `next`, `watermark`
+/// and `consistency`.
+struct PageBody {
+    picks: Picks,
+    /// Commits rendered so far.
+    done: usize,
+    ndjson: bool,
+    /// What comes before the first commit.
+    open: &'static [u8],
+    /// What comes after the last; `None` once sent.
+    close: Option<String>,
+}
+
+impl PageBody {
+    /// The next chunk of at least `BODY_CHUNK_BYTES` (or the rest), `None` at the end.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        let close = self.close.as_ref()?;
+        let mut chunk = Vec::with_capacity(BODY_CHUNK_BYTES + 4096);
+        if self.done == 0 {
+            chunk.extend_from_slice(self.open);
+        }
+        for r in self.picks.records_from(self.done) {
+            if !self.ndjson && self.done > 0 {
+                chunk.push(b',');
+            }
+            render_into(&mut chunk, &r);
+            if self.ndjson {
+                chunk.push(b'\n');
+            }
+            self.done += 1;
+            if chunk.len() >= BODY_CHUNK_BYTES {
+                return Some(Bytes::from(chunk));
+            }
+        }
+        chunk.extend_from_slice(close.as_bytes());
+        self.close = None;
+        (!chunk.is_empty()).then(|| Bytes::from(chunk))
+    }
 }

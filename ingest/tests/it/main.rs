@@ -3,6 +3,7 @@
 
 mod api;
 mod observability;
+mod pages;
 mod process;
 mod prometheus;
 mod tail;

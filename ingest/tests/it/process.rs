@@ -113,7 +113,7 @@ pub fn request_with_headers(
 }
 
 /// The payload of a `Transfer-Encoding: chunked` body.
-fn dechunk(mut body: &str) -> String {
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
