@@ -56,5 +56,16 @@ fn render(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, render);
+/// The JSON check alone, on the same one-line objects.
+fn validate(c: &mut Criterion) {
+    let lines = payloads(|i| format!("{{\"c\":3,\"i\":{i},\"p\":\"{}\"}}", "x".repeat(76)));
+    let mut g = c.benchmark_group("is_json_1000_commits");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("json_line", |b| {
+        b.iter(|| lines.iter().filter(|p| ingest::json::is_json(black_box(p))).count())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, render, validate);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ pub const JSON_DEPTH_MAX: usize = 127;
 
 /// Whether `b` is exactly one JSON value, with optional whitespace around it.
 pub fn is_json(b: &[u8]) -> bool {
-    if !b.is_ascii() && std::str::from_utf8(b).is_err() {
+    if !is_ascii(b) && std::str::from_utf8(b).is_err() {
         return false;
     }
     let mut v = Validator { b, i: 0 };
@@ -23,6 +23,15 @@ pub fn is_json(b: &[u8]) -> bool {
     }
     v.ws();
     v.i == b.len()
+}
+
+/// Whether every byte is ASCII: sixteen bytes at a time, the rest in one pass without a branch
+/// a byte (`<[u8]>::is_ascii` goes byte by byte after its last 64-byte block, a third of the
+/// check on 100-byte payloads).
+fn is_ascii(b: &[u8]) -> bool {
+    let or = |c: &[u8]| c.iter().fold(0u8, |acc, &x| acc | x);
+    let mut chunks = b.chunks_exact(16);
+    chunks.all(|c| or(c) < 0x80) && or(chunks.remainder()) < 0x80
 }
 
 struct Validator<'a> {
@@ -248,6 +257,20 @@ mod tests {
 
     fn serde_ok(b: &[u8]) -> bool {
         serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    }
+
+    #[test]
+    fn the_ascii_check_sees_a_high_byte_anywhere() {
+        for len in 0..70 {
+            let mut v = vec![b'a'; len];
+            assert!(is_ascii(&v));
+            for at in 0..len {
+                v[at] = 0x80;
+                assert!(!is_ascii(&v), "len {len} at {at}");
+                v[at] = 0x7f;
+                assert!(is_ascii(&v));
+            }
+        }
     }
 
     #[test]
