@@ -165,9 +165,9 @@ impl Conn for Writer {
 /// NDJSON, with eventual consistency, until its end or for `duration`. Reports commits/s;
 /// latency is per page, request to last byte.
 ///
-/// NDJSON pages are pipelined over two connections: the next page is asked for as soon as a
-/// page's head (with `x-shardlog-next`) arrives, so the server builds it while this client
-/// reads the body before. A JSON page's `next` is in its body: one page at a time.
+/// NDJSON pages are pipelined over `PAGES_IN_FLIGHT` connections: the next page is asked for
+/// as soon as a page's head (with `x-shardlog-next`) arrives, so the server merges it while
+/// bodies before it are still sent. A JSON page's `next` is in its body: one page at a time.
 pub async fn read_timeline(
     addr: &str,
     log: &str,
@@ -189,6 +189,9 @@ pub async fn read_timeline(
     .await?
 }
 
+/// NDJSON pages in flight at once: one connection each.
+const PAGES_IN_FLIGHT: usize = 3;
+
 async fn read_timeline_on_this_thread(
     addr: &str,
     log: &str,
@@ -196,7 +199,6 @@ async fn read_timeline_on_this_thread(
     ndjson: bool,
     duration: Duration,
 ) -> anyhow::Result<Report> {
-    let mut conns = [Http::connect(addr).await?, Http::connect(addr).await?];
     let start = Instant::now();
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut commits, mut bytes, mut pages) = (0u64, 0u64, 0u64);
@@ -209,77 +211,84 @@ async fn read_timeline_on_this_thread(
         }
         path
     };
-    let [first, second] = &mut conns;
-    let (mut this, mut other) = (first, second);
-    let mut asked = Instant::now();
-    let mut resp = this.send("GET", &page(None), &[("accept", accept)], Bytes::new()).await;
-    loop {
-        let r = resp.map_err(anyhow::Error::msg)?;
-        let status = r.status().as_u16();
-        let next = r
-            .headers()
-            .get("x-shardlog-next")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .filter(|_| ndjson && status == 200 && start.elapsed() < duration);
-        // The next page is asked for now, while this one's body is read.
-        let next_asked = Instant::now();
-        let ask_next = async {
-            match &next {
-                Some(n) => Some(
-                    other.send("GET", &page(Some(n)), &[("accept", accept)], Bytes::new()).await,
-                ),
-                None => None,
-            }
-        };
-        // NDJSON is counted as it arrives (a commit a line); a JSON page is parsed whole.
-        let read_body = async {
-            let mut body = r.into_body();
-            let (mut whole, mut len, mut lines) = (Vec::new(), 0u64, 0u64);
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| anyhow::anyhow!("reading a page: {e}"))?;
-                if let Some(data) = frame.data_ref() {
-                    len += data.len() as u64;
-                    if ndjson && status == 200 {
+    let mut after: Option<String> = None;
+    if ndjson {
+        // The chain of heads is the only order between pages: each page is asked for as soon
+        // as the head before it arrives, and bodies are read by tasks of their own (this
+        // runtime's one thread), up to `PAGES_IN_FLIGHT` connections.
+        let mut free = Vec::new();
+        for _ in 0..PAGES_IN_FLIGHT {
+            free.push(Http::connect(addr).await?);
+        }
+        let mut reading = std::collections::VecDeque::new();
+        loop {
+            let mut conn = match free.pop() {
+                Some(c) => c,
+                None => {
+                    let task: tokio::task::JoinHandle<anyhow::Result<_>> =
+                        reading.pop_front().expect("a connection is busy");
+                    let (c, n, len, took): (Http, u64, u64, Duration) = task.await??;
+                    (commits, bytes, pages) = (commits + n, bytes + len, pages + 1);
+                    let _ = hist.record(took.as_micros().max(1) as u64);
+                    c
+                }
+            };
+            let asked = Instant::now();
+            let r = conn
+                .send("GET", &page(after.as_deref()), &[("accept", accept)], Bytes::new())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let status = r.status().as_u16();
+            let next = r.headers().get("x-shardlog-next").and_then(|v| v.to_str().ok());
+            after = next.map(str::to_owned);
+            reading.push_back(tokio::spawn(async move {
+                let mut body = r.into_body();
+                let (mut whole, mut len, mut lines) = (Vec::new(), 0u64, 0u64);
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| anyhow::anyhow!("reading a page: {e}"))?;
+                    if let Some(data) = frame.data_ref() {
+                        len += data.len() as u64;
                         lines += memchr::memchr_iter(b'\n', data).count() as u64;
-                    } else {
-                        whole.extend_from_slice(data);
+                        if status != 200 {
+                            whole.extend_from_slice(data);
+                        }
                     }
                 }
+                if status != 200 {
+                    bail!("timeline read answered {status}: {}", String::from_utf8_lossy(&whole));
+                }
+                Ok((conn, lines, len, asked.elapsed()))
+            }));
+            // An empty page has no `next`: the reader is at the watermark.
+            if after.is_none() || start.elapsed() >= duration {
+                break;
             }
-            anyhow::Ok((whole, len, lines))
-        };
-        let (next_resp, body) = tokio::join!(ask_next, read_body);
-        let (body, len, lines) = body?;
-        if status != 200 {
-            bail!("timeline read answered {status}: {}", String::from_utf8_lossy(&body));
         }
-        let _ = hist.record(asked.elapsed().as_micros().max(1) as u64);
-        pages += 1;
-        bytes += len;
-        let (n, json_next) = if ndjson {
-            (lines, None)
-        } else {
+        for task in reading {
+            let (_, n, len, took) = task.await??;
+            (commits, bytes, pages) = (commits + n, bytes + len, pages + 1);
+            let _ = hist.record(took.as_micros().max(1) as u64);
+        }
+    } else {
+        let mut conn = Http::connect(addr).await?;
+        loop {
+            let asked = Instant::now();
+            let (status, body) = conn
+                .call("GET", &page(after.as_deref()), &[("accept", accept)], Bytes::new())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if status != 200 {
+                bail!("timeline read answered {status}: {}", String::from_utf8_lossy(&body));
+            }
+            let _ = hist.record(asked.elapsed().as_micros().max(1) as u64);
             let v: serde_json::Value = serde_json::from_slice(&body)?;
             let n = v["commits"].as_array().map_or(0, Vec::len) as u64;
-            (n, v["next"].as_str().map(str::to_owned))
-        };
-        commits += n;
-        if n < limit as u64 || start.elapsed() >= duration {
-            break;
+            (commits, bytes, pages) = (commits + n, bytes + body.len() as u64, pages + 1);
+            after = v["next"].as_str().map(str::to_owned);
+            if n < limit as u64 || after.is_none() || start.elapsed() >= duration {
+                break;
+            }
         }
-        asked = next_asked;
-        resp = match (next_resp, json_next) {
-            (Some(r), _) => {
-                std::mem::swap(&mut this, &mut other);
-                r
-            }
-            (None, Some(n)) => {
-                asked = Instant::now();
-                this.send("GET", &page(Some(&n)), &[("accept", accept)], Bytes::new()).await
-            }
-            (None, None) => break,
-        };
     }
     let seconds = start.elapsed().as_secs_f64();
     let q = |p: f64| hist.value_at_quantile(p);
