@@ -70,12 +70,17 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(trimmed);
     } else {
-        match payload_value(f.payload) {
-            Some(v) => {
+        match std::str::from_utf8(f.payload) {
+            // The same choice as `payload_value`, without copying text into a `Value` first.
+            Ok(text) => {
                 out.extend_from_slice(b",\"payload\":");
-                let _ = serde_json::to_writer(&mut *out, &v);
+                match may_be_json(text).then(|| serde_json::from_str::<Value>(text).ok()) {
+                    Some(Some(v)) => serde_json::to_writer(&mut *out, &v),
+                    _ => serde_json::to_writer(&mut *out, text),
+                }
+                .expect("writing to a Vec cannot fail");
             }
-            None => {
+            Err(_) => {
                 out.extend_from_slice(b",\"payload_base64\":\"");
                 out.extend_from_slice(
                     base64::engine::general_purpose::STANDARD.encode(f.payload).as_bytes(),
@@ -106,7 +111,17 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
 fn payload_value(p: &[u8]) -> Option<Value> {
     let s = std::str::from_utf8(p).ok()?;
     // JSON when it is a JSON value this server can hold (not, say, `1e400`), else the text.
-    Some(serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_owned())))
+    let json = may_be_json(s).then(|| serde_json::from_str::<Value>(s).ok()).flatten();
+    Some(json.unwrap_or_else(|| Value::String(s.to_owned())))
+}
+
+/// Whether `text` can be JSON at all: its first byte after whitespace can start a value. Text
+/// that cannot (most log lines) skips the parse attempt and the error it would allocate.
+fn may_be_json(text: &str) -> bool {
+    matches!(
+        text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first(),
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    )
 }
 
 fn parse_id(text: &str) -> Result<idgen::Ulid, ApiError> {
@@ -232,6 +247,12 @@ mod tests {
             (b"a\\b", b"1"),
             (b"\x1f\xc3\xa9 \xff", b"1"),
             (b" ~", b"1"),
+            (b"k", b"line 7: plain text, no JSON"),
+            (b"k", b"  \t{\"a\": 1}"),
+            (b"k", b"\n[1,\n2]\n"),
+            (b"k", b"nope"),
+            (b"k", b"-x"),
+            (b"k", b"\"unterminated"),
             (b"k", b""),
             (b"k", b"null"),
         ] {
