@@ -91,6 +91,9 @@ pub struct Config {
     /// `next` cursor, once it holds this much (it always holds at least one commit), so a
     /// read's memory is bounded whatever the commits' sizes.
     pub read_page_bytes_max: usize,
+    /// A streamed answer (a tail, a timeline page) whose client takes nothing for this long is
+    /// cut off, so a stalled client holds neither memory nor retired segments for long.
+    pub send_stall_ms: u64,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             idempotency_bytes_max: 256 << 20,
             metrics_logs_max: 100,
             read_page_bytes_max: 16 << 20,
+            send_stall_ms: 30_000,
         }
     }
 }
@@ -224,6 +228,9 @@ impl Config {
         }
         if self.read_page_bytes_max == 0 {
             return bad("read_page_bytes_max", "must be at least 1".into());
+        }
+        if self.send_stall_ms == 0 {
+            return bad("send_stall_ms", "must be at least 1".into());
         }
         Ok(self)
     }

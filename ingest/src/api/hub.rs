@@ -16,12 +16,12 @@
 //! What it is not: HTTP (`api::tail` frames chunks as SSE or NDJSON for its client) or
 //! catch-up reading (each tail's own merger).
 
-use super::AppState;
+use super::{AppState, lock};
 use crate::logs::LogEntry;
 use axum::body::Bytes;
 use idgen::Ulid;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use storage::{Merger, Start};
 use tokio::sync::broadcast;
@@ -233,10 +233,6 @@ pub struct Subscription {
 /// The running hubs, by log (`LogEntry::id`, so a log deleted and created again gets a new one).
 #[derive(Debug, Default)]
 pub struct Hubs(Mutex<HashMap<u64, Arc<Hub>>>);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Subscribes to `entry`'s hub, starting one if none runs.
 pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {

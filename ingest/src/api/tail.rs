@@ -7,7 +7,7 @@
 //! caught up it joins its log's hub (`hub`: one merger feeding every live tail) and goes back
 //! to its own merger, from its exact cursor, if it falls behind the hub's buffer. It sends
 //! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
-//! `TAIL_STALL_MS` is disconnected, never buffered without limit.
+//! `send_stall_ms` (config) is disconnected, never buffered without limit.
 
 use super::hub::{self, Chunk, Follower, Read};
 use super::{AppState, blocking, check_name, existing_log};
@@ -32,8 +32,6 @@ pub const TAIL_CHUNKS_MAX: usize = 16;
 /// Chunks a tail reads on its own, at most, when it joins its hub (past that it is not caught
 /// up: it tries again later).
 pub const TAIL_JOIN_CHUNKS_MAX: usize = 8;
-/// A client that takes no chunk for this long is disconnected.
-pub const TAIL_STALL_MS: u64 = 30_000;
 /// Pause between polls when nothing new is final.
 pub const TAIL_POLL_MS: u64 = 2;
 /// A comment line is sent when idle this long, to keep proxies from closing the stream.
@@ -210,7 +208,7 @@ impl Out {
             return !self.tx.is_closed() && !self.stopping();
         }
         self.last_sent = Instant::now();
-        let stall = Duration::from_millis(TAIL_STALL_MS);
+        let stall = Duration::from_millis(self.st.config.send_stall_ms);
         let sent = tokio::select! {
             sent = tokio::time::timeout(stall, self.tx.send(bytes)) => sent,
             () = stopped(&mut self.stop) => return false,

@@ -12,7 +12,7 @@
 //! which is rendered a chunk at a time as the connection takes it.
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
-use super::{AppState, existing_log};
+use super::{AppState, existing_log, lock};
 use crate::api::error::ApiError;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use idgen::Ulid;
 use serde::Deserialize;
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use storage::{Merger, Picks, Start};
 
@@ -168,9 +168,8 @@ pub(super) async fn timeline(
     };
     let open: &'static [u8] = if ndjson { b"" } else { b"{\"commits\":[" };
     let page = PageBody { picks, done: 0, ndjson, open, close: Some(close) };
-    let body = Body::from_stream(futures_util::stream::unfold(page, |mut page| async move {
-        page.next_chunk().map(|chunk| (Ok::<_, Infallible>(chunk), page))
-    }));
+    let stall = Duration::from_millis(st.config.send_stall_ms);
+    let body = guarded_body(page, stall, st.metrics.pages_slow_disconnects.clone());
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     if ndjson {
@@ -224,6 +223,58 @@ fn choose(
     }
     let watermark = merger.watermark()?;
     Ok((picks, last, watermark))
+}
+
+/// A page's body as a stream, with a watchdog: if the connection takes no chunk for `stall`,
+/// the page (and the segments its picks hold alive) is dropped and the stream ends in an
+/// error, so the connection closes without the final empty chunk (the client sees an
+/// incomplete answer, never a short page that looks whole).
+fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounter) -> Body {
+    struct Shared {
+        /// `None` once sent whole or cut off.
+        page: Mutex<Option<PageBody>>,
+        /// When the connection last asked for a chunk.
+        asked: Mutex<tokio::time::Instant>,
+        cut: AtomicBool,
+    }
+    let shared = Arc::new(Shared {
+        page: Mutex::new(Some(page)),
+        asked: Mutex::new(tokio::time::Instant::now()),
+        cut: AtomicBool::new(false),
+    });
+    // Dropped with the stream (sent whole, or the connection gone): the watchdog then ends.
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let watched = Arc::clone(&shared);
+    tokio::spawn(async move {
+        loop {
+            let due = *lock(&watched.asked) + stall;
+            tokio::select! {
+                _ = &mut done_rx => return,
+                () = tokio::time::sleep_until(due) => {}
+            }
+            if lock(&watched.asked).elapsed() >= stall {
+                if lock(&watched.page).take().is_some() {
+                    watched.cut.store(true, Ordering::Relaxed);
+                    cut_offs.inc();
+                }
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(Some((shared, done_tx)), |state| async move {
+        let (shared, done_tx) = state?;
+        *lock(&shared.asked) = tokio::time::Instant::now();
+        let chunk = lock(&shared.page).as_mut().and_then(PageBody::next_chunk);
+        match chunk {
+            Some(chunk) => Some((Ok(chunk), Some((shared, done_tx)))),
+            None if shared.cut.load(Ordering::Relaxed) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
+                Some((Err(e), None))
+            }
+            None => None,
+        }
+    });
+    Body::from_stream(stream)
 }
 
 /// A chosen page's body, rendered a chunk at a time: one commit a line (NDJSON), or a JSON

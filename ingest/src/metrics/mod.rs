@@ -122,6 +122,8 @@ pub struct Metrics {
     pub tails_active: IntGauge,
     /// Tails disconnected because their client stopped reading.
     pub tails_slow_disconnects: IntCounter,
+    /// Timeline pages cut off because their client stopped reading.
+    pub pages_slow_disconnects: IntCounter,
     /// Hubs (one merger feeding a log's live tails) running now.
     pub tail_hubs: IntGauge,
     /// Live tails that fell behind their hub's buffer and went back to reading on their own.
@@ -251,6 +253,10 @@ impl Metrics {
             "shardlog_tail_slow_disconnects_total",
             "Tails disconnected because their client stopped reading",
         );
+        let pages_slow_disconnects = counter(
+            "shardlog_page_slow_disconnects_total",
+            "Timeline pages cut off because their client stopped reading",
+        );
         let tail_hubs = IntGauge::new(
             "shardlog_tail_hubs",
             "Mergers feeding live tails now (at most one per log)",
@@ -264,7 +270,7 @@ impl Metrics {
             "shardlog_stream_revision_conflicts_total",
             "Stream appends refused for a stale expected revision (zero until streams exist)",
         );
-        let collectors: [Box<dyn Collector>; 20] = [
+        let collectors: [Box<dyn Collector>; 21] = [
             Box::new(http_duration.clone()),
             Box::new(http_body.clone()),
             Box::new(deadline_misses.clone()),
@@ -282,6 +288,7 @@ impl Metrics {
             Box::new(body_budget_full.clone()),
             Box::new(tails_active.clone()),
             Box::new(tails_slow_disconnects.clone()),
+            Box::new(pages_slow_disconnects.clone()),
             Box::new(tail_hubs.clone()),
             Box::new(tail_catchups.clone()),
             Box::new(revision_conflicts.clone()),
@@ -304,6 +311,7 @@ impl Metrics {
             body_budget_full: body_budget_full.clone(),
             tails_active: tails_active.clone(),
             tails_slow_disconnects: tails_slow_disconnects.clone(),
+            pages_slow_disconnects: pages_slow_disconnects.clone(),
             tail_hubs: tail_hubs.clone(),
             tail_catchups: tail_catchups.clone(),
             revision_conflicts: revision_conflicts.clone(),

@@ -1,8 +1,10 @@
-//! Timeline pages from the real binary over TCP: the head (with `x-shardlog-next`) comes before
-//! a chunked body; clients that leave in the middle of a body cost nothing; walking `next`
-//! through NDJSON and JSON pages returns every commit once, in ULID order.
+//! Streamed answers from the real binary over TCP: a timeline page's head (with
+//! `x-shardlog-next`) comes before its chunked body; clients that leave in the middle of a body
+//! cost nothing; walking `next` through NDJSON and JSON pages returns every commit once, in ULID
+//! order; a page or tail whose client stops reading is cut off after `send_stall_ms`.
 
 use super::process::{Server, request};
+use super::tail::{connect_small, wait_metric};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -110,4 +112,72 @@ fn get(addr: &str, path: &str, ndjson: bool) -> (String, String) {
     let (head, mut rest) = read_head(&mut s);
     s.read_to_end(&mut rest).unwrap();
     (head, super::process::dechunk(&String::from_utf8(rest).unwrap()))
+}
+
+/// A server whose streamed answers are cut off after `send_stall_ms` = 300.
+fn impatient_server(dir: &std::path::Path) -> Server {
+    let config = dir.join("shardlog.toml");
+    std::fs::write(&config, "send_stall_ms = 300\ndefault_shards = 2\n").unwrap();
+    Server::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
+/// Writes `n` commits of about 1 KiB to `log`.
+fn write_kib(addr: &str, log: &str, n: usize) {
+    let body: String =
+        (0..n).map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "z".repeat(1000))).collect();
+    let (status, _, v) = request(
+        addr,
+        "POST",
+        &format!("/v1/logs/{log}/commits?durability=async"),
+        Some("application/x-ndjson"),
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+}
+
+#[test]
+fn a_page_whose_client_stops_reading_is_cut_off_never_ended_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = impatient_server(dir.path());
+    let addr = server.addr.as_str();
+    // 10 000 commits of 1 KiB: a 10 MB page, far more than the sockets between us hold.
+    write_kib(addr, "c", 10_000);
+    let mut s = connect_small(addr);
+    let req = "GET /v1/logs/c/timeline?limit=10000&consistency=eventual HTTP/1.1\r\nhost: x\r\n\
+               accept: application/x-ndjson\r\n\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Take nothing for well over the stall: the server cuts the page off.
+    wait_metric(addr, "shardlog_page_slow_disconnects_total", 1.0);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest); // ends at the close, or in a reset
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.ends_with("0\r\n\r\n"), "a cut-off page must not end like a whole one");
+    assert!(text.matches("\"pad\"").count() < 10_000, "it was cut off");
+    // The server goes on serving the same page whole to a client that reads.
+    let (head, body) = get(addr, "/v1/logs/c/timeline?limit=10000&consistency=eventual", true);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body.lines().count(), 10_000);
+}
+
+#[test]
+fn a_tail_whose_client_stops_reading_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = impatient_server(dir.path());
+    let addr = server.addr.as_str();
+    write_kib(addr, "t", 1);
+    let mut s = connect_small(addr);
+    let req = "GET /v1/logs/t/tail HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // More than the tail's queue and the sockets hold, while the client reads nothing.
+    for _ in 0..20 {
+        write_kib(addr, "t", 2_000);
+    }
+    wait_metric(addr, "shardlog_tail_slow_disconnects_total", 1.0);
+    wait_metric(addr, "shardlog_tails_active", 0.0);
 }

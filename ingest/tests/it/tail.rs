@@ -148,7 +148,7 @@ fn last_event_id_wins_over_after_and_consumer_names_are_checked() {
 }
 
 /// The value of an unlabelled family in a scrape of `/metrics`.
-fn metric(addr: &str, name: &str) -> f64 {
+pub fn metric(addr: &str, name: &str) -> f64 {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
@@ -159,7 +159,7 @@ fn metric(addr: &str, name: &str) -> f64 {
 }
 
 /// Waits until `name` reads `want`.
-fn wait_metric(addr: &str, name: &str, want: f64) {
+pub fn wait_metric(addr: &str, name: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(addr, name) != want {
         assert!(Instant::now() < deadline, "{name} never reached {want}");
@@ -208,7 +208,7 @@ fn many_live_tails_share_one_merger_and_each_sees_every_commit_once() {
 }
 
 /// A client with a 4 KiB receive buffer, so that a tail it stops reading blocks soon.
-fn connect_small(addr: &str) -> TcpStream {
+pub fn connect_small(addr: &str) -> TcpStream {
     use rustix::net::{AddressFamily, SocketType, connect, socket, sockopt};
     let sa: std::net::SocketAddr = addr.parse().unwrap();
     let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
