@@ -334,6 +334,7 @@ pub async fn tail(
     let start = Instant::now();
     let (mut lines, mut bytes) = (0u64, 0u64);
     let mut buf = vec![0u8; 1 << 20];
+    let mut ended_in_brace = false;
     while start.elapsed() < duration && lines < commits_max {
         let left = duration.saturating_sub(start.elapsed());
         let Ok(r) = tokio::time::timeout(left, s.read(&mut buf)).await else { break };
@@ -343,6 +344,11 @@ pub async fn tail(
         }
         bytes += n as u64;
         lines += memchr_count(&buf[..n]);
+        // A line end split between two reads.
+        if ended_in_brace && buf[0] == b'\n' {
+            lines += 1;
+        }
+        ended_in_brace = buf[n - 1] == b'}';
     }
     // The response head and chunk-size lines are not commits: each commit is one '\n'-ended
     // JSON line, and chunk framing adds "\r\n" pairs that are not counted as bare '\n'.
@@ -362,7 +368,7 @@ pub async fn tail(
 
 /// Lines that end a JSON object (`}\n`): commits in an NDJSON stream.
 fn memchr_count(b: &[u8]) -> u64 {
-    b.windows(2).filter(|w| w == b"}\n").count() as u64
+    memchr::memmem::find_iter(b, b"}\n").count() as u64
 }
 
 /// A shardlog server we started, on a loopback port with its own data directory.

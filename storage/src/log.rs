@@ -336,6 +336,22 @@ fn open_shard(
         }
     }
     opened.sort_by_key(|o| o.segment.seq);
+    // The maintenance thread prepares a shard's next segment (named, header written) before
+    // the writer needs it. An open segment holding nothing behind another open segment is that
+    // prepared one, never written to: it is the prepared segment again. (Taken as the active
+    // one, it made the segment before it look rolled away from: sealed early, and one more
+    // file of `segment_bytes` left behind every time the log was opened.)
+    let prepared = match opened.as_slice() {
+        [.., before, last]
+            if before.writer.is_some()
+                && last.writer.is_some()
+                && last.last_id.is_none()
+                && last.torn_at.is_none() =>
+        {
+            opened.pop()
+        }
+        _ => None,
+    };
     let mut last_id = None;
     for o in &opened {
         if let Some((off, reason)) = &o.torn_at {
@@ -376,6 +392,7 @@ fn open_shard(
     debug_assert!(map.map().published() >= HEADER_LEN);
     let shard =
         Arc::new(Shard::new(i, shard_dir, segments, Arc::clone(txns), opts.metrics.clone()));
+    *shard.prepared.lock().unwrap_or_else(|p| p.into_inner()) = prepared;
     let writer = ShardWriter::new(
         Arc::clone(&shard),
         seg,

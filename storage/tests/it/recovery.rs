@@ -254,3 +254,39 @@ fn a_rolled_segment_left_unsealed_by_a_crash_is_sealed_on_open() {
     let h = format::decode_header(&std::fs::read(&first).unwrap()).unwrap();
     assert_eq!(h.state, format::SegmentState::Sealed);
 }
+
+#[test]
+fn reopening_a_log_adds_no_segment_and_writing_goes_on_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || LogOptions { background: true, ..opts(1) };
+    // Shard 0's segment files, once the maintenance thread has prepared the next one.
+    let settled = |want: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while segment_files(dir.path()).len() < want {
+            assert!(std::time::Instant::now() < deadline, "no segment was prepared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        segment_files(dir.path()).len()
+    };
+    let mut written = Vec::new();
+    for round in 0..5u64 {
+        let (log, mut w) = Log::open(dir.path(), o()).unwrap();
+        written.extend(append_batch(&mut w[0], round, 3));
+        // The active segment and the prepared one, every time: opening adds nothing.
+        assert_eq!(settled(2), 2, "round {round}");
+        assert_eq!(read_all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(), written);
+        drop(w);
+        drop(log);
+    }
+    // Rolling still takes the prepared segment, and everything reads back in order.
+    let (log, mut w) = Log::open(dir.path(), o()).unwrap();
+    for b in 0..600 {
+        written.extend(append_batch(&mut w[0], 100 + b, 4));
+    }
+    assert!(log.stats().segments >= 3, "{:?}", log.stats());
+    drop(w);
+    drop(log);
+    let (log, _w) = Log::open(dir.path(), o()).unwrap();
+    assert_eq!(read_all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(), written);
+    assert_eq!(log.verify().unwrap(), written.len() as u64);
+}
