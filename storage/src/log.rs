@@ -135,9 +135,8 @@ impl Log {
         report.aborted_txns =
             inner.txns.resolve(|shard, first, n| inner.part_present(shard, first, n))?;
         let thread = if inner.opts.background {
-            for i in 0..inner.shards.len() {
-                let _ = tx.send(Msg::Prepare { shard: i });
-            }
+            // No segment is prepared here: a writer asks for its next one when its active
+            // segment passes half full (`ShardWriter::append`).
             let inner2 = Arc::clone(&inner);
             Some(
                 std::thread::Builder::new()

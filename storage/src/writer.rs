@@ -8,9 +8,9 @@
 //! the writer's own monotonic generator, one clock read per batch.
 //!
 //! Rolling takes the segment the maintenance thread prepared (preallocated, header written,
-//! directory synced) and hands the old one back to it for sealing, so neither file creation
-//! nor the flush of a full segment happens on the hot path unless no prepared segment is ready
-//! (counted in `inline_prepares`).
+//! directory synced; asked for once the active segment is half full) and hands the old one back
+//! to it for sealing, so neither file creation nor the flush of a full segment happens on the
+//! hot path unless no prepared segment is ready (counted in `inline_prepares`).
 //!
 //! What it is not: thread-safe (one writer per shard, owned by one thread) or a queue.
 
@@ -41,6 +41,8 @@ pub struct ShardWriter {
     /// Segments rolled away from since the last `sync`.
     unsynced: Vec<Arc<Segment>>,
     maintenance: Sender<Msg>,
+    /// The next segment was asked for (the active one passed half full).
+    next_asked: bool,
     cfg: WriterConfig,
     poisoned: bool,
     index_scratch: Vec<(u128, u64)>,
@@ -84,6 +86,7 @@ impl ShardWriter {
             regressions_reported: 0,
             unsynced: Vec::new(),
             maintenance,
+            next_asked: false,
             cfg,
             poisoned: false,
             index_scratch: Vec::new(),
@@ -208,6 +211,12 @@ impl ShardWriter {
         for &(id, off) in &self.index_scratch {
             self.seg.index.observe(id, off as usize);
         }
+        // Half full: the next segment is asked for now. A busy shard finds it ready when it
+        // rolls; a shard that stays small never holds a second preallocated file.
+        if !self.next_asked && self.pos - HEADER_LEN >= (self.limit - HEADER_LEN) / 2 {
+            self.next_asked = true;
+            let _ = self.maintenance.try_send(Msg::Prepare { shard: self.shard.id as usize });
+        }
         Ok(ids)
     }
 
@@ -274,6 +283,7 @@ impl ShardWriter {
         self.unsynced.retain(|s| !s.is_sealed());
         self.unsynced.push(Arc::clone(&old_seg));
         shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
+        self.next_asked = false;
         let seal = Msg::Seal { shard: shard.id as usize, segment: old_seg, writer: old_map };
         if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer, .. })) =
             self.maintenance.send(seal)
@@ -281,7 +291,6 @@ impl ShardWriter {
             // No maintenance thread (disabled or shut down): seal here.
             segment::seal(&segment, &mut writer)?;
         }
-        let _ = self.maintenance.try_send(Msg::Prepare { shard: shard.id as usize });
         Ok(())
     }
 }

@@ -259,21 +259,33 @@ fn a_rolled_segment_left_unsealed_by_a_crash_is_sealed_on_open() {
 fn reopening_a_log_adds_no_segment_and_writing_goes_on_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let o = || LogOptions { background: true, ..opts(1) };
-    // Shard 0's segment files, once the maintenance thread has prepared the next one.
-    let settled = |want: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while segment_files(dir.path()).len() < want {
-            assert!(std::time::Instant::now() < deadline, "no segment was prepared");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        segment_files(dir.path()).len()
-    };
+    let files = || segment_files(dir.path()).len();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
     let mut written = Vec::new();
-    for round in 0..5u64 {
+    // A small log holds one segment file per shard: nothing is prepared before it is needed.
+    let (log, mut w) = Log::open(dir.path(), o()).unwrap();
+    written.extend(append_batch(&mut w[0], 0, 3));
+    pause();
+    assert_eq!(files(), 1);
+    // Past half full the next segment is prepared.
+    let mut b = 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while files() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no segment was prepared");
+        written.extend(append_batch(&mut w[0], b, 4));
+        b += 1;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(log.stats().segments, 1, "prepared, not rolled to");
+    drop(w);
+    drop(log);
+    // Opening again and again takes the prepared segment back as prepared: no file is added.
+    for round in 0..4u64 {
         let (log, mut w) = Log::open(dir.path(), o()).unwrap();
-        written.extend(append_batch(&mut w[0], round, 3));
-        // The active segment and the prepared one, every time: opening adds nothing.
-        assert_eq!(settled(2), 2, "round {round}");
+        written.extend(append_batch(&mut w[0], 1000 + round, 3));
+        pause();
+        assert_eq!(files(), 2, "round {round}");
+        assert_eq!(log.stats().segments, 1, "round {round}: the active segment goes on");
         assert_eq!(read_all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(), written);
         drop(w);
         drop(log);
@@ -281,7 +293,7 @@ fn reopening_a_log_adds_no_segment_and_writing_goes_on_in_order() {
     // Rolling still takes the prepared segment, and everything reads back in order.
     let (log, mut w) = Log::open(dir.path(), o()).unwrap();
     for b in 0..600 {
-        written.extend(append_batch(&mut w[0], 100 + b, 4));
+        written.extend(append_batch(&mut w[0], 2000 + b, 4));
     }
     assert!(log.stats().segments >= 3, "{:?}", log.stats());
     drop(w);
