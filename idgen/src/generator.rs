@@ -5,8 +5,9 @@
 //!   bit of the random part cleared so at least 2^79 IDs fit in that millisecond before a carry.
 //! - The same millisecond, or a clock that stepped backwards, continues from the last ID plus
 //!   one ("clamp and increment"). Each backwards step is counted ([`Generator::clock_regressions`]).
-//! - If the random part overflows, the carry moves the ID into the next millisecond: still
-//!   unique and increasing, never a panic, never a repeat. Only the all-ones ULID cannot be
+//! - If the random part overflows, the carry moves the ID into the next millisecond, which
+//!   starts from fresh random bits as above: still unique and increasing, never a panic,
+//!   never a repeat. Only the all-ones ULID cannot be
 //!   followed; the generator then answers `None` (year 10889).
 //!
 //! What it is not: thread-safe. A writer owns its generator; it reads the clock once per batch
@@ -96,7 +97,16 @@ impl<C: Clock> Generator<C> {
             if now < last_ms {
                 self.regressions += 1;
             }
-            self.last.checked_add(1)?
+            let next = self.last.checked_add(1)?;
+            if next & RANDOM_MASK == 0 {
+                // The increment carried into a new millisecond: start it from fresh random bits
+                // too. (After `advance_past` to the end of a millisecond, which writers do when
+                // idle, a clock at or behind it would otherwise give every such generator the
+                // same next ID: one ULID in two shards.)
+                next | ((self.rng.u128(..) & RANDOM_MASK) & !RANDOM_TOP_BIT)
+            } else {
+                next
+            }
         };
         let last = first.checked_add(n as u128 - 1)?;
         self.last = last;

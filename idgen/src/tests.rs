@@ -37,7 +37,26 @@ fn random_overflow_carries_into_next_millisecond() {
     // Pretend the last ID was the highest of millisecond 10.
     g.advance_past(max_for_ms(10));
     let next = g.next_id().unwrap();
-    assert_eq!(next, min_for_ms(11));
+    assert_eq!(next.timestamp_ms(), 11);
+    assert!(next > max_for_ms(10));
+    assert_eq!(next.random() >> 79, 0, "room left for increments");
+    // It goes on increasing from there.
+    assert_eq!(g.next_id().unwrap().0, next.0 + 1);
+}
+
+#[test]
+fn generators_carried_past_the_same_millisecond_do_not_meet() {
+    // Idle writers advance past the end of the previous millisecond; if the clock then stands
+    // at or behind it, each one's next ID is a carry into the next millisecond. Those must not
+    // be the same ID in every generator.
+    let ids: std::collections::HashSet<u128> = (0..64)
+        .map(|seed| {
+            let mut g = Generator::with_seed(ManualClock::new(10), seed);
+            g.advance_past(max_for_ms(10));
+            g.next_id().unwrap().0
+        })
+        .collect();
+    assert_eq!(ids.len(), 64);
 }
 
 #[test]
