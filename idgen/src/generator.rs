@@ -5,9 +5,12 @@
 //!   bit of the random part cleared so at least 2^79 IDs fit in that millisecond before a carry.
 //! - The same millisecond, or a clock that stepped backwards, continues from the last ID plus
 //!   one ("clamp and increment"). Each backwards step is counted ([`Generator::clock_regressions`]).
-//! - If the random part overflows, the carry moves the ID into the next millisecond, which
-//!   starts from fresh random bits as above: still unique and increasing, never a panic,
-//!   never a repeat. Only the all-ones ULID cannot be
+//! - After [`Generator::advance_past`] raised the last ID to a floor it did not hand out, the
+//!   next step adds up to 2^64 random on top of the one: writers are advanced to the same
+//!   floor (a strong read's target, the end of a millisecond), and each must then go its own
+//!   way, or two shards would hand out the same ULID.
+//! - If the random part overflows, the carry moves the ID into the next millisecond: still
+//!   unique and increasing, never a panic, never a repeat. Only the all-ones ULID cannot be
 //!   followed; the generator then answers `None` (year 10889).
 //!
 //! What it is not: thread-safe. A writer owns its generator; it reads the clock once per batch
@@ -27,6 +30,8 @@ pub struct Generator<C> {
     clock: C,
     rng: fastrand::Rng,
     last: u128,
+    /// `last` is a floor from `advance_past`, not an ID handed out.
+    floored: bool,
     regressions: u64,
 }
 
@@ -70,13 +75,17 @@ impl<C: Clock> Generator<C> {
     }
 
     fn with_rng(clock: C, rng: fastrand::Rng) -> Self {
-        Generator { clock, rng, last: 0, regressions: 0 }
+        Generator { clock, rng, last: 0, floored: false, regressions: 0 }
     }
 
-    /// Makes sure the next ID is above `floor` (used after recovery: the last ID a shard
-    /// stored). IDs never go back below what was handed out already.
+    /// Makes sure the next ID is above `floor` (after recovery: the last ID a shard stored;
+    /// for an idle writer: what its shard's high-water mark promises). IDs never go back below
+    /// what was handed out already.
     pub fn advance_past(&mut self, floor: Ulid) {
-        self.last = self.last.max(floor.0);
+        if floor.0 > self.last {
+            self.last = floor.0;
+            self.floored = true;
+        }
     }
 
     /// The next ID, reading the clock.
@@ -97,17 +106,12 @@ impl<C: Clock> Generator<C> {
             if now < last_ms {
                 self.regressions += 1;
             }
-            let next = self.last.checked_add(1)?;
-            if next & RANDOM_MASK == 0 {
-                // The increment carried into a new millisecond: start it from fresh random bits
-                // too. (After `advance_past` to the end of a millisecond, which writers do when
-                // idle, a clock at or behind it would otherwise give every such generator the
-                // same next ID: one ULID in two shards.)
-                next | ((self.rng.u128(..) & RANDOM_MASK) & !RANDOM_TOP_BIT)
-            } else {
-                next
-            }
+            // Off a floor, a random step (see the module doc); near the end of the ID space,
+            // the plain one.
+            let step = if self.floored { 1 + u128::from(self.rng.u64(..)) } else { 1 };
+            self.last.checked_add(step).or_else(|| self.last.checked_add(1))?
         };
+        self.floored = false;
         let last = first.checked_add(n as u128 - 1)?;
         self.last = last;
         Some(IdRange { first: Ulid(first), len: n })

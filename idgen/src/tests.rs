@@ -45,6 +45,27 @@ fn random_overflow_carries_into_next_millisecond() {
 }
 
 #[test]
+fn generators_advanced_to_the_same_floor_do_not_meet() {
+    // A strong read nudges idle writers to its target ULID, in the current millisecond: their
+    // next IDs, in that millisecond, must all differ (and all lie above the floor).
+    let floor = Ulid((10u128 << 80) | 12_345);
+    let ids: std::collections::HashSet<u128> = (0..64)
+        .map(|seed| {
+            let mut g = Generator::with_seed(ManualClock::new(10), seed);
+            g.advance_past(floor);
+            assert_eq!(g.last(), floor, "the promise is the floor itself");
+            let id = g.next_id().unwrap();
+            assert!(id > floor);
+            assert_eq!(id.timestamp_ms(), 10);
+            // Then plain increments again.
+            assert_eq!(g.next_id().unwrap().0, id.0 + 1);
+            id.0
+        })
+        .collect();
+    assert_eq!(ids.len(), 64);
+}
+
+#[test]
 fn generators_carried_past_the_same_millisecond_do_not_meet() {
     // Idle writers advance past the end of the previous millisecond; if the clock then stands
     // at or behind it, each one's next ID is a carry into the next millisecond. Those must not

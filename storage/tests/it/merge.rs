@@ -207,3 +207,31 @@ fn picks_stay_readable_after_retention_retires_their_segments() {
     written.sort();
     assert_eq!(picks.records().map(|r| r.frame.id).collect::<Vec<_>>(), written);
 }
+
+#[test]
+fn writers_advanced_to_the_same_ulid_still_hand_out_different_ones() {
+    // A strong read nudges every idle writer to the ULID it waits for; their next commits, in
+    // the same millisecond, must not share an ID (a page ending on one would skip the other).
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000);
+    let (log, mut w) = Log::open(dir.path(), opts_with_clock(3, &clock)).unwrap();
+    let target = append_batch(&mut w[0], 0, 1)[0];
+    for x in &mut w[1..] {
+        assert_eq!(x.advance_high_water_to(target), target);
+    }
+    let mut ids = vec![target];
+    for (i, x) in w.iter_mut().enumerate() {
+        ids.extend(append_batch(x, 1 + i as u64, 2));
+    }
+    for x in w.iter_mut() {
+        x.advance_high_water(5_010);
+    }
+    let mut merger = Merger::new(log.shards(), Start::After(target));
+    let mut after = Vec::new();
+    while let Some(r) = merger.next().unwrap() {
+        after.push(r.frame.id);
+    }
+    ids.sort();
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "one ULID twice: {ids:?}");
+    assert_eq!(after, ids[1..], "after= the target skips nothing else");
+}
