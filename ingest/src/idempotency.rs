@@ -111,7 +111,7 @@ impl Idempotency {
             replays: AtomicU64::new(0),
         };
         {
-            let mut st = store.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = crate::lock(&store.state);
             for (at_ms, id, response) in records {
                 if at_ms + ttl_ms > now_ms {
                     store.insert_done(&mut st, id, at_ms, response);
@@ -126,7 +126,7 @@ impl Idempotency {
     /// Claims `key` of `log` at `now_ms`.
     pub fn claim(&self, log: &str, key: &str, now_ms: u64) -> Claim {
         let id = (log.to_owned(), key.to_owned());
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = crate::lock(&self.state);
         match st.slots.get(&id) {
             Some(Slot::Done { at_ms, response }) if at_ms + self.ttl_ms > now_ms => {
                 self.replays.fetch_add(1, Ordering::Relaxed);
@@ -160,9 +160,9 @@ impl Idempotency {
         let bytes = Bytes::from(serde_json::to_vec(response).expect("a JSON value serialises"));
         // File and memory change under the file lock together, so a compaction (which holds
         // it too) never rewrites the file without a record that was just appended.
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = crate::lock(&self.file);
         let written = append(&mut f, &encode(now_ms, &id, &bytes), sync);
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = crate::lock(&self.state);
         match &written {
             Ok(_) => self.insert_done(&mut st, id, now_ms, bytes),
             Err(_) => {
@@ -181,7 +181,7 @@ impl Idempotency {
     /// Forgets an in-flight key whose request failed (nothing was written): a retry runs anew.
     pub fn abandon(&self, log: &str, key: &str, done: watch::Sender<()>) {
         let id = (log.to_owned(), key.to_owned());
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = crate::lock(&self.state);
         if matches!(st.slots.get(&id), Some(Slot::InFlight(_))) {
             st.slots.remove(&id);
         }
@@ -191,7 +191,7 @@ impl Idempotency {
 
     /// Finished keys held.
     pub fn len(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).order.len()
+        crate::lock(&self.state).order.len()
     }
 
     /// Whether no finished key is held.
@@ -229,13 +229,13 @@ impl Idempotency {
 
     /// Rewrites the file with the live finished keys: temporary file, fsync, rename.
     fn compact(&self) -> std::io::Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = crate::lock(&self.file);
         self.compact_locked(&mut f)
     }
 
     fn compact_locked(&self, f: &mut File) -> std::io::Result<()> {
         let records: Vec<Vec<u8>> = {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let st = crate::lock(&self.state);
             // Oldest first, so that a reload evicts in the same order.
             let mut done: Vec<(u64, &Id, &Bytes)> = st
                 .slots

@@ -14,3 +14,9 @@ pub mod logs;
 pub mod metrics;
 pub mod server;
 pub mod writers;
+
+/// Locks `m` through poisoning: what the service's mutexes guard stays whole if a holder
+/// panicked, so the next holder goes on.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -234,7 +234,7 @@ impl Registry {
         update_retention: bool,
         writers: &Writers,
     ) -> Result<(Arc<LogEntry>, Created), RegistryError> {
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let _admin = crate::lock(&self.admin);
         if let Some(e) = self.get(name) {
             if check_shards && e.shards() != settings.shards {
                 return Err(RegistryError::ShardMismatch { shards: e.shards() });
@@ -283,7 +283,7 @@ impl Registry {
     /// Deletes `name`: stops its writers (after their queued work), closes it, removes its
     /// files. Blocking. `false` if it did not exist.
     pub fn delete(&self, name: &str, writers: &Writers) -> Result<bool, RegistryError> {
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let _admin = crate::lock(&self.admin);
         let Some(entry) = self.logs.write().unwrap_or_else(|p| p.into_inner()).remove(name) else {
             return Ok(false);
         };

@@ -185,7 +185,7 @@ impl Writers {
         let now = idgen::Clock::now_ms(&idgen::SystemClock);
         let capped = target.0.min(idgen::max_for_ms(now).0);
         {
-            let mut t = self.nudge_target.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = crate::lock(&self.nudge_target);
             *t = (*t).max(capped);
         }
         for (q, pending) in self.queues.iter().zip(self.nudge_pending.iter()) {
@@ -229,7 +229,7 @@ impl Writers {
         for w in 0..self.queues.len() {
             self.send_blocking(w, Job::Stop);
         }
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(&mut *crate::lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
@@ -338,7 +338,7 @@ fn run(
 fn advance_all(shards: &mut HashMap<(u64, u32), ShardWriter>, target: &Mutex<u128>) {
     let now = idgen::Clock::now_ms(&idgen::SystemClock);
     let floor = idgen::max_for_ms(now.saturating_sub(1)).0;
-    let floor = floor.max(*target.lock().unwrap_or_else(|p| p.into_inner()));
+    let floor = floor.max(*crate::lock(target));
     for w in shards.values_mut() {
         w.advance_high_water_to(idgen::Ulid(floor));
     }

@@ -16,7 +16,8 @@
 //! What it is not: HTTP (`api::tail` frames chunks as SSE or NDJSON for its client) or
 //! catch-up reading (each tail's own merger).
 
-use super::{AppState, lock};
+use super::AppState;
+use crate::lock;
 use crate::logs::LogEntry;
 use axum::body::Bytes;
 use idgen::Ulid;

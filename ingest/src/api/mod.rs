@@ -91,11 +91,6 @@ async fn readyz(
 }
 
 /// Runs blocking work on the blocking pool; a panic there becomes an internal error.
-/// Locks `m`, through poisoning: what these mutexes guard stays whole if a holder panicked.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -12,8 +12,9 @@
 //! which is rendered a chunk at a time as the connection takes it.
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
-use super::{AppState, existing_log, lock};
+use super::{AppState, existing_log};
 use crate::api::error::ApiError;
+use crate::lock;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -22,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use idgen::Ulid;
 use serde::Deserialize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use storage::{Merger, Picks, Start};
@@ -166,8 +166,7 @@ pub(super) async fn timeline(
             "],\"next\":{next},\"watermark\":\"{watermark}\",\"consistency\":\"{consistency}\"}}"
         )
     };
-    let open: &'static [u8] = if ndjson { b"" } else { b"{\"commits\":[" };
-    let page = PageBody { picks, done: 0, ndjson, open, close: Some(close) };
+    let page = PageBody { picks, done: 0, ndjson, close: Some(close) };
     let stall = Duration::from_millis(st.config.send_stall_ms);
     let body = guarded_body(page, stall, st.metrics.pages_slow_disconnects.clone());
     let mut resp = body.into_response();
@@ -231,16 +230,14 @@ fn choose(
 /// incomplete answer, never a short page that looks whole).
 fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounter) -> Body {
     struct Shared {
-        /// `None` once sent whole or cut off.
+        /// `None` once the watchdog cut the page off (only it takes the page).
         page: Mutex<Option<PageBody>>,
         /// When the connection last asked for a chunk.
         asked: Mutex<tokio::time::Instant>,
-        cut: AtomicBool,
     }
     let shared = Arc::new(Shared {
         page: Mutex::new(Some(page)),
         asked: Mutex::new(tokio::time::Instant::now()),
-        cut: AtomicBool::new(false),
     });
     // Dropped with the stream (sent whole, or the connection gone): the watchdog then ends.
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -254,7 +251,6 @@ fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounte
             }
             if lock(&watched.asked).elapsed() >= stall {
                 if lock(&watched.page).take().is_some() {
-                    watched.cut.store(true, Ordering::Relaxed);
                     cut_offs.inc();
                 }
                 return;
@@ -264,15 +260,14 @@ fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounte
     let stream = futures_util::stream::unfold(Some((shared, done_tx)), |state| async move {
         let (shared, done_tx) = state?;
         *lock(&shared.asked) = tokio::time::Instant::now();
-        let chunk = lock(&shared.page).as_mut().and_then(PageBody::next_chunk);
-        match chunk {
-            Some(chunk) => Some((Ok(chunk), Some((shared, done_tx)))),
-            None if shared.cut.load(Ordering::Relaxed) => {
+        let chunk = match lock(&shared.page).as_mut() {
+            Some(page) => page.next_chunk(),
+            None => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
-                Some((Err(e), None))
+                return Some((Err(e), None));
             }
-            None => None,
-        }
+        };
+        chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
     });
     Body::from_stream(stream)
 }
@@ -285,8 +280,6 @@ struct PageBody {
     /// Commits rendered so far.
     done: usize,
     ndjson: bool,
-    /// What comes before the first commit.
-    open: &'static [u8],
     /// What comes after the last; `None` once sent.
     close: Option<String>,
 }
@@ -296,8 +289,8 @@ impl PageBody {
     fn next_chunk(&mut self) -> Option<Bytes> {
         let close = self.close.as_ref()?;
         let mut chunk = Vec::with_capacity(BODY_CHUNK_BYTES + 4096);
-        if self.done == 0 {
-            chunk.extend_from_slice(self.open);
+        if self.done == 0 && !self.ndjson {
+            chunk.extend_from_slice(b"{\"commits\":[");
         }
         for r in self.picks.records_from(self.done) {
             if !self.ndjson && self.done > 0 {

@@ -331,7 +331,7 @@ impl Metrics {
     /// The handles of log `name`'s label: its own while fewer than `metrics_logs_max` logs have
     /// one, else [`OTHER_LOG`]'s. A name keeps its label for the life of the process.
     pub fn log(&self, name: &str) -> LogMetrics {
-        let mut labels = self.log_labels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut labels = crate::lock(&self.log_labels);
         if let Some(m) = labels.get(name) {
             return m.clone();
         }
@@ -350,7 +350,7 @@ impl Metrics {
     /// The label log `name` is reported under at scrape time (the same rule as [`Self::log`],
     /// without taking a label).
     pub fn log_label(&self, name: &str) -> String {
-        let labels = self.log_labels.lock().unwrap_or_else(|p| p.into_inner());
+        let labels = crate::lock(&self.log_labels);
         labels.get(name).map_or_else(|| OTHER_LOG.to_owned(), |m| m.label.clone())
     }
 

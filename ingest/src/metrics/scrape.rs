@@ -76,7 +76,6 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
     ("shardlog_disk_capacity_bytes", MetricType::GAUGE, "Size of the data directory's disk"),
 ];
 
-/// One family being filled.
 /// One scrape-time family being filled.
 #[derive(Debug)]
 pub struct Family {
