@@ -1,7 +1,8 @@
 //! One merger per log feeding every live tail of it: the **hub**.
 //!
 //! A hub merges the log's shards from the watermark at its start, renders each final commit
-//! once as an NDJSON line, and broadcasts chunks of them over a bounded channel
+//! once as an NDJSON line (and, for the first SSE tail that takes a chunk, once as an event),
+//! and broadcasts chunks of them over a bounded channel
 //! (`HUB_CHUNKS_MAX` chunks). Its `tip` is the last ULID it has broadcast: every commit above
 //! it comes in a later chunk. A tail reads on its own merger while it catches up; once caught
 //! up it joins (subscribes and learns the tip under one lock, reads on its own up to the tip,
@@ -13,7 +14,7 @@
 //! The hub starts with its first subscriber and stops when it has none left (checked under the
 //! lock of [`Hubs`], the lock subscribers take, so a subscriber never joins a stopping hub).
 //!
-//! What it is not: HTTP (`api::tail` frames chunks as SSE or NDJSON for its client) or
+//! What it is not: HTTP (`api::tail` sends a chunk's commits above its cursor, of its key) or
 //! catch-up reading (each tail's own merger).
 
 use super::AppState;
@@ -22,7 +23,7 @@ use crate::logs::LogEntry;
 use axum::body::Bytes;
 use idgen::Ulid;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use storage::{Merger, Start};
 use tokio::sync::broadcast;
@@ -34,22 +35,64 @@ pub const CHUNK_COMMITS_MAX: usize = 500;
 /// Rendered bytes after which a chunk ends (it holds at least one commit), so that the chunks
 /// a hub keeps and a tail queues stay small whatever the commits' sizes.
 pub const CHUNK_BYTES_MAX: usize = 256 << 10;
-/// Pause between a hub's polls when nothing new is final.
-pub const HUB_POLL_MS: u64 = 2;
+/// Pause between polls of a follower (a hub, or a tail catching up) when nothing new is final.
+pub const POLL_MS: u64 = 2;
 
-/// Final commits, in timeline order, rendered once.
+/// Parts laid back to back in one buffer: part `i` is `bytes[ends[i]..ends[i + 1]]`.
+#[derive(Debug)]
+struct Parts {
+    bytes: Bytes,
+    /// Starts with 0.
+    ends: Vec<u32>,
+}
+
+impl Parts {
+    fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.ends[i] as usize..self.ends[i + 1] as usize]
+    }
+
+    /// Parts `first..` as one buffer (shared, not copied).
+    fn from(&self, first: usize) -> Bytes {
+        self.bytes.slice(self.ends[first] as usize..)
+    }
+}
+
+/// Builds [`Parts`] part by part.
+#[derive(Debug)]
+struct PartsBuilder {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Default for PartsBuilder {
+    fn default() -> Self {
+        PartsBuilder { bytes: Vec::new(), ends: vec![0] }
+    }
+}
+
+impl PartsBuilder {
+    /// Ends the part written to `bytes` since the last call.
+    fn end_part(&mut self) {
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn finish(self) -> Parts {
+        Parts { bytes: Bytes::from(self.bytes), ends: self.ends }
+    }
+}
+
+/// Final commits, in timeline order, rendered once: as NDJSON lines, and (built by the first
+/// SSE tail that takes the chunk, then shared) as server-sent events.
 #[derive(Debug)]
 pub struct Chunk {
     /// Their ULIDs, ascending.
     pub ids: Vec<Ulid>,
-    /// Their NDJSON lines, each ending in `\n`, back to back.
-    pub lines: Bytes,
-    /// Where each line ends in `lines` (past its `\n`).
-    line_ends: Vec<u32>,
-    /// Their keys (empty: none), back to back.
-    keys: Vec<u8>,
-    /// Where each key ends in `keys`.
-    key_ends: Vec<u32>,
+    /// Their NDJSON lines, each ending in `\n`.
+    lines: Parts,
+    /// Their events (`id:`, `event: commit`, `data:` the line), each ending in a blank line.
+    events: OnceLock<Parts>,
+    /// Their keys (empty: none).
+    keys: Parts,
 }
 
 impl Chunk {
@@ -58,24 +101,43 @@ impl Chunk {
         *self.ids.last().expect("a chunk is never empty")
     }
 
-    /// Commit `i`'s NDJSON line, with its `\n`.
-    pub fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.line_ends[i - 1] as usize };
-        &self.lines[start..self.line_ends[i] as usize]
+    /// The index of the first commit above `after`.
+    pub fn first_after(&self, after: Ulid) -> usize {
+        self.ids.partition_point(|&id| id <= after)
     }
 
     /// Commit `i`'s key (empty: none).
     pub fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.key_ends[i - 1] as usize };
-        &self.keys[start..self.key_ends[i] as usize]
+        self.keys.get(i)
     }
 
-    /// The lines of the commits above `after`, as one buffer (shared, not copied, when that is
-    /// all of them).
-    pub fn lines_after(&self, after: Ulid) -> Bytes {
-        let first = self.ids.partition_point(|&id| id <= after);
-        let start = if first == 0 { 0 } else { self.line_ends[first - 1] as usize };
-        self.lines.slice(start..)
+    /// Commit `i` as an NDJSON line or (`sse`) an event.
+    pub fn framed(&self, i: usize, sse: bool) -> &[u8] {
+        self.form(sse).get(i)
+    }
+
+    /// Commits `first..` as NDJSON lines or (`sse`) events, as one buffer (shared, not copied).
+    pub fn framed_from(&self, first: usize, sse: bool) -> Bytes {
+        self.form(sse).from(first)
+    }
+
+    fn form(&self, sse: bool) -> &Parts {
+        if !sse {
+            return &self.lines;
+        }
+        self.events.get_or_init(|| {
+            let mut b = PartsBuilder::default();
+            for (i, id) in self.ids.iter().enumerate() {
+                let line = self.lines.get(i);
+                b.bytes.extend_from_slice(b"id: ");
+                b.bytes.extend_from_slice(&idgen::encode(*id));
+                b.bytes.extend_from_slice(b"\nevent: commit\ndata: ");
+                b.bytes.extend_from_slice(&line[..line.len() - 1]);
+                b.bytes.extend_from_slice(b"\n\n");
+                b.end_part();
+            }
+            b.finish()
+        })
     }
 }
 
@@ -83,29 +145,28 @@ impl Chunk {
 #[derive(Debug, Default)]
 struct ChunkBuilder {
     ids: Vec<Ulid>,
-    lines: Vec<u8>,
-    line_ends: Vec<u32>,
-    keys: Vec<u8>,
-    key_ends: Vec<u32>,
+    lines: PartsBuilder,
+    keys: PartsBuilder,
 }
 
 impl ChunkBuilder {
     fn push(&mut self, r: &storage::Record<'_>) {
         self.ids.push(r.frame.id);
-        super::read::render_into(&mut self.lines, r);
-        self.lines.push(b'\n');
-        self.line_ends.push(self.lines.len() as u32);
-        self.keys.extend_from_slice(r.frame.key);
-        self.key_ends.push(self.keys.len() as u32);
+        super::read::render_into(&mut self.lines.bytes, r);
+        self.lines.bytes.push(b'\n');
+        self.lines.end_part();
+        self.keys.bytes.extend_from_slice(r.frame.key);
+        self.keys.end_part();
     }
 
-    fn finish(self) -> Option<Chunk> {
-        (!self.ids.is_empty()).then(|| Chunk {
-            ids: self.ids,
-            lines: Bytes::from(self.lines),
-            line_ends: self.line_ends,
-            keys: self.keys,
-            key_ends: self.key_ends,
+    fn finish(self) -> Option<Arc<Chunk>> {
+        (!self.ids.is_empty()).then(|| {
+            Arc::new(Chunk {
+                ids: self.ids,
+                lines: self.lines.finish(),
+                events: OnceLock::new(),
+                keys: self.keys.finish(),
+            })
         })
     }
 }
@@ -113,10 +174,10 @@ impl ChunkBuilder {
 /// Reads final commits from `merger` into a chunk (`None`: none is final), up to
 /// `CHUNK_COMMITS_MAX` commits or `CHUNK_BYTES_MAX` bytes, and whether it stopped because
 /// nothing more is final (caught up). Blocking.
-fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Chunk>, bool)> {
+fn read_chunk(merger: &mut Merger) -> storage::Result<(Option<Arc<Chunk>>, bool)> {
     let mut b = ChunkBuilder::default();
     let mut caught_up = false;
-    while b.ids.len() < CHUNK_COMMITS_MAX && b.lines.len() < CHUNK_BYTES_MAX {
+    while b.ids.len() < CHUNK_COMMITS_MAX && b.lines.bytes.len() < CHUNK_BYTES_MAX {
         let Some(r) = merger.next()? else {
             caught_up = true;
             break;
@@ -133,7 +194,7 @@ fn read_through(
     merger: &mut Merger,
     tip: Ulid,
     chunks_max: usize,
-) -> storage::Result<(Vec<Chunk>, bool)> {
+) -> storage::Result<(Vec<Arc<Chunk>>, bool)> {
     // Every commit at or below this that the merger has not returned is readable now, so
     // reading until the merger has nothing final returns all of them.
     let final_now = merger.watermark()?;
@@ -158,7 +219,7 @@ pub enum Read {
     Idle,
     /// A chunk (none if nothing was final) and whether the merger caught up with what is
     /// final.
-    Chunk(Option<Chunk>, bool),
+    Chunk(Option<Arc<Chunk>>, bool),
 }
 
 /// A merger followed from the async side, for a hub and for a tail catching up: reads run on
@@ -194,12 +255,20 @@ impl Follower {
         &mut self,
         tip: Ulid,
         chunks_max: usize,
-    ) -> Result<(Vec<Chunk>, bool), ()> {
+    ) -> Result<(Vec<Arc<Chunk>>, bool), ()> {
         self.blocking(move |m| read_through(m, tip, chunks_max)).await
     }
 
+    /// After a read that caught up: asks idle writers to pass the lowest commit waiting for
+    /// the watermark ([`Merger::waiting`]) now rather than at their next tick.
+    pub fn nudge_waiting(&self, st: &AppState) {
+        if let Some(waiting) = self.waiting() {
+            st.writers.nudge_to(waiting);
+        }
+    }
+
     /// The lowest commit waiting for the watermark, if any ([`Merger::waiting`]).
-    pub fn waiting(&self) -> Option<Ulid> {
+    fn waiting(&self) -> Option<Ulid> {
         self.merger.as_ref().and_then(Merger::waiting)
     }
 
@@ -245,7 +314,7 @@ pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {
             let (tx, _) = broadcast::channel(HUB_CHUNKS_MAX);
             let hub = Arc::new(Hub { tx, tip: Mutex::new(start) });
             hubs.insert(entry.id, Arc::clone(&hub));
-            tokio::spawn(run(Arc::clone(st), Arc::clone(entry), Arc::clone(&hub), start));
+            tokio::spawn(run(Arc::clone(st), Arc::clone(entry), Arc::clone(&hub)));
             hub
         }
     };
@@ -254,8 +323,9 @@ pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {
 }
 
 /// Merges and broadcasts until no subscriber is left or the storage fails.
-async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid) {
+async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>) {
     st.metrics.tail_hubs.inc();
+    let start = *lock(&hub.tip);
     let mut follower = Follower::new(&entry, Start::After(start));
     // (Subscribers take the lock to subscribe: it is needed only to decide that none is left.)
     while hub.tx.receiver_count() > 0 || !remove_if_unused(&st, &entry, &hub) {
@@ -270,7 +340,7 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
                     let mut tip = lock(&hub.tip);
                     *tip = chunk.last();
                     // No receiver: the check at the top of the loop stops the hub.
-                    let _ = hub.tx.send(Arc::new(chunk));
+                    let _ = hub.tx.send(chunk);
                 }
                 caught_up
             }
@@ -282,13 +352,10 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>, start: Ulid
             }
         };
         if caught_up {
-            // A commit is published but not yet final: ask idle writers to pass it now.
-            if let Some(waiting) = follower.waiting() {
-                st.writers.nudge_to(waiting);
-            }
+            follower.nudge_waiting(&st);
             // Until a writer ends a burst (new commits, or the nudged marks), at most a poll
             // period (a cross-shard decision is not a burst).
-            let _ = tokio::time::timeout(Duration::from_millis(HUB_POLL_MS), burst).await;
+            let _ = tokio::time::timeout(Duration::from_millis(POLL_MS), burst).await;
         }
     }
     st.metrics.tail_hubs.dec();

@@ -32,8 +32,6 @@ pub const TAIL_CHUNKS_MAX: usize = 16;
 /// Chunks a tail reads on its own, at most, when it joins its hub (past that it is not caught
 /// up: it tries again later).
 pub const TAIL_JOIN_CHUNKS_MAX: usize = 8;
-/// Pause between polls when nothing new is final.
-pub const TAIL_POLL_MS: u64 = 2;
 /// A comment line is sent when idle this long, to keep proxies from closing the stream.
 pub const TAIL_KEEPALIVE_MS: u64 = 15_000;
 
@@ -112,16 +110,6 @@ fn parse(text: &str, what: &str) -> Result<Ulid, ApiError> {
     })
 }
 
-/// How a tail's stretch on one source ended.
-enum Ended {
-    /// The client went away or stalled, or the storage failed: stop.
-    Stop,
-    /// Caught up: take the hub's chunks from here.
-    Joined(hub::Subscription),
-    /// Fell behind the hub's buffer (or the hub stopped): read on its own again.
-    Behind,
-}
-
 /// Sends final commits until the client goes away or stalls: on its own merger while behind,
 /// from the hub once caught up.
 async fn feed(
@@ -144,18 +132,12 @@ async fn feed(
     };
     let mut t = Tail { out, cursor };
     let mut own = Follower::new(&entry, start);
-    loop {
-        let sub = match t.catch_up(&entry, own).await {
-            Ended::Joined(sub) => sub,
-            Ended::Stop | Ended::Behind => return,
-        };
-        match t.live(sub).await {
-            Ended::Behind => {
-                st.metrics.tail_catchups.inc();
-                own = Follower::new(&entry, Start::After(t.cursor));
-            }
-            Ended::Stop | Ended::Joined(_) => return,
-        }
+    // On its own merger until caught up, then on the hub until it falls behind, and again.
+    while let Some(sub) = t.catch_up(&entry, own).await
+        && t.live(sub).await
+    {
+        st.metrics.tail_catchups.inc();
+        own = Follower::new(&entry, Start::After(t.cursor));
     }
 }
 
@@ -173,25 +155,13 @@ struct Out {
 impl Out {
     /// The commits of `chunk` above `after` (of the key asked for), framed for the client.
     fn frame(&self, chunk: &Chunk, after: Ulid) -> Bytes {
-        if !self.sse && self.key.is_none() {
-            return chunk.lines_after(after);
-        }
-        let first = chunk.ids.partition_point(|&id| id <= after);
+        let first = chunk.first_after(after);
+        let Some(key) = self.key.as_deref() else {
+            return chunk.framed_from(first, self.sse);
+        };
         let mut out = Vec::new();
-        for i in first..chunk.ids.len() {
-            if self.key.as_deref().is_some_and(|k| chunk.key(i) != k) {
-                continue;
-            }
-            let line = chunk.line(i);
-            if self.sse {
-                out.extend_from_slice(b"id: ");
-                out.extend_from_slice(&idgen::encode(chunk.ids[i]));
-                out.extend_from_slice(b"\nevent: commit\ndata: ");
-                out.extend_from_slice(&line[..line.len() - 1]);
-                out.extend_from_slice(b"\n\n");
-            } else {
-                out.extend_from_slice(line);
-            }
+        for i in (first..chunk.ids.len()).filter(|&i| chunk.key(i) == key) {
+            out.extend_from_slice(chunk.framed(i, self.sse));
         }
         Bytes::from(out)
     }
@@ -246,8 +216,13 @@ struct Tail {
 }
 
 impl Tail {
-    /// Reads on its own until caught up, then joins the log's hub.
-    async fn catch_up(&mut self, entry: &Arc<LogEntry>, mut own: Follower) -> Ended {
+    /// Reads on its own until caught up, then joins the log's hub: its subscription, or `None`
+    /// when the tail is to stop (the client went away or stalled, or the storage failed).
+    async fn catch_up(
+        &mut self,
+        entry: &Arc<LogEntry>,
+        mut own: Follower,
+    ) -> Option<hub::Subscription> {
         loop {
             match own.read(entry).await {
                 Ok(Read::Idle) => {}
@@ -255,7 +230,7 @@ impl Tail {
                     if let Some(c) = chunk
                         && !self.send(&c).await
                     {
-                        return Ended::Stop;
+                        return None;
                     }
                     if !caught_up {
                         continue;
@@ -265,34 +240,33 @@ impl Tail {
                     let sub = hub::subscribe(&self.out.st, entry);
                     let Ok((chunks, done)) = own.read_through(sub.tip, TAIL_JOIN_CHUNKS_MAX).await
                     else {
-                        return Ended::Stop;
+                        return None;
                     };
                     for c in &chunks {
                         if !self.send(c).await {
-                            return Ended::Stop;
+                            return None;
                         }
                     }
                     if done {
                         self.cursor = self.cursor.max(sub.tip);
-                        return Ended::Joined(sub);
+                        return Some(sub);
                     }
                     drop(sub);
                     // A commit is published but not yet final: ask idle writers to pass it
                     // now rather than at their next tick.
-                    if let Some(waiting) = own.waiting() {
-                        self.out.st.writers.nudge_to(waiting);
-                    }
+                    own.nudge_waiting(&self.out.st);
                 }
-                Err(()) => return Ended::Stop,
+                Err(()) => return None,
             }
             if !self.idle().await {
-                return Ended::Stop;
+                return None;
             }
         }
     }
 
-    /// Takes the hub's chunks until the client goes or the tail falls behind.
-    async fn live(&mut self, mut sub: hub::Subscription) -> Ended {
+    /// Takes the hub's chunks until the client goes (`false`) or the tail falls behind its
+    /// buffer, or the hub stops (`true`: read on its own again).
+    async fn live(&mut self, mut sub: hub::Subscription) -> bool {
         let mut stop = self.out.stop.clone();
         loop {
             let keepalive = self.out.last_sent + Duration::from_millis(TAIL_KEEPALIVE_MS);
@@ -300,16 +274,16 @@ impl Tail {
                 r = sub.rx.recv() => match r {
                     Ok(chunk) => {
                         if !self.send(&chunk).await {
-                            return Ended::Stop;
+                            return false;
                         }
                     }
-                    Err(RecvError::Lagged(_) | RecvError::Closed) => return Ended::Behind,
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return true,
                 },
-                () = self.out.tx.closed() => return Ended::Stop,
-                () = stopped(&mut stop) => return Ended::Stop,
+                () = self.out.tx.closed() => return false,
+                () = stopped(&mut stop) => return false,
                 () = tokio::time::sleep_until(keepalive.into()) => {
                     if !self.out.keepalive() {
-                        return Ended::Stop;
+                        return false;
                     }
                 }
             }
@@ -328,7 +302,7 @@ impl Tail {
 
     /// Sleeps one poll period; `false` once the client is gone.
     async fn idle(&mut self) -> bool {
-        tokio::time::sleep(Duration::from_millis(TAIL_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(hub::POLL_MS)).await;
         self.out.keepalive()
     }
 }
