@@ -34,6 +34,13 @@ fn is_ascii(b: &[u8]) -> bool {
     chunks.all(|c| or(c) < 0x80) && or(chunks.remainder()) < 0x80
 }
 
+/// Whether `b` can be JSON at all: its first byte after whitespace can start a value (the
+/// cases of `Validator::value`).
+pub fn may_start_value(b: &[u8]) -> bool {
+    let first = b.iter().find(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+    matches!(first, Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'))
+}
+
 struct Validator<'a> {
     b: &'a [u8],
     i: usize,
@@ -398,6 +405,8 @@ mod tests {
         fn every_value_serde_json_writes_is_accepted(v in value()) {
             prop_assert!(is_json(serde_json::to_string(&v).unwrap().as_bytes()));
             prop_assert!(is_json(serde_json::to_string_pretty(&v).unwrap().as_bytes()));
+            let spaced = format!(" \n{v}");
+            prop_assert!(may_start_value(spaced.as_bytes()));
         }
 
         /// Mutated JSON (bytes replaced, inserted or cut): accepted only if `serde_json`
@@ -428,6 +437,10 @@ mod tests {
         fn arbitrary_bytes_agree_with_serde_json(b in prop::collection::vec(any::<u8>(), 0..64)) {
             if is_json(&b) {
                 prop_assert!(serde_ok(&b));
+            }
+            // The first-byte test never turns away what serde_json takes.
+            if serde_ok(&b) {
+                prop_assert!(may_start_value(&b));
             }
         }
     }

@@ -55,7 +55,9 @@ pub struct LogEntry {
     pub log: Log,
     /// Its metric label's live counters.
     pub metrics: crate::metrics::LogMetrics,
-    rr: AtomicUsize,
+    /// Unkeyed commits routed so far: they go to one shard for `UNKEYED_ROTATE_COMMITS`, then
+    /// to the next.
+    unkeyed: AtomicUsize,
 }
 
 impl LogEntry {
@@ -86,7 +88,7 @@ impl LogEntry {
     /// The shard for `unkeyed` commits: among those the writer of `cpu` owns (all shards if it
     /// owns none), the next one every `UNKEYED_ROTATE_COMMITS` unkeyed commits of the log.
     fn local_shard(&self, writers: usize, cpu: usize, unkeyed: usize) -> u32 {
-        let before = self.rr.fetch_add(unkeyed, Ordering::Relaxed);
+        let before = self.unkeyed.fetch_add(unkeyed, Ordering::Relaxed);
         rotated_shard(self.shards() as usize, writers, cpu, before)
     }
 }
@@ -271,7 +273,7 @@ impl Registry {
             name: name.to_owned(),
             log,
             metrics: self.metrics.log(name),
-            rr: AtomicUsize::new(fastrand::usize(..)),
+            unkeyed: AtomicUsize::new(fastrand::usize(..)),
         });
         self.logs
             .write()

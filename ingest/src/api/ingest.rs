@@ -5,9 +5,9 @@
 //! appended as one batch, so they become visible together and survive a crash together.
 
 use super::{AppState, blocking, check_name};
-use crate::api::error::ApiError;
 use crate::body::{self, Batch, Limits};
 use crate::config::Durability;
+use crate::error::ApiError;
 use crate::idempotency::{Claim, check_key};
 use crate::logs::{LogEntry, LogSettings};
 use crate::writers::{Append, Job};

@@ -1,7 +1,7 @@
 //! `PUT/GET/DELETE /v1/logs/{log}` and `GET /v1/logs`.
 
 use super::{AppState, blocking, check_name, parse_duration_ms};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use crate::logs::{Created, LogEntry, LogSettings};
 use axum::Json;
 use axum::body::Bytes;

@@ -6,7 +6,7 @@
 //! it is not: the metric definitions (`crate::metrics`).
 
 use super::{AppState, blocking};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use crate::metrics::scrape::{CONSUMER_LABELS_MAX, Families, LAG_COMMITS_COUNTED_MAX, TIER_HOT};
 use crate::metrics::{method_label, route_label};
 use axum::extract::{MatchedPath, Request, State};

@@ -4,7 +4,6 @@
 //! blocking pool (a read can fault pages of a mapped file in, which must not stall the async
 //! workers). What it is not: the writers or the storage.
 
-pub use crate::error;
 pub mod hub;
 mod ingest;
 mod logs;
@@ -15,11 +14,11 @@ mod tail;
 mod timeline;
 
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::logs::Registry;
 use crate::writers::Writers;
 use axum::Router;
 use axum::routing::{get, post};
-use error::ApiError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

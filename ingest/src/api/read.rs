@@ -5,7 +5,7 @@
 //! as `payload_base64`.
 
 use super::{AppState, blocking, existing_log};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -74,9 +74,9 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
             // The same choice as `payload_value`, without copying text into a `Value` first.
             Ok(text) => {
                 out.extend_from_slice(b",\"payload\":");
-                match may_be_json(text).then(|| serde_json::from_str::<Value>(text).ok()) {
-                    Some(Some(v)) => serde_json::to_writer(&mut *out, &v),
-                    _ => serde_json::to_writer(&mut *out, text),
+                match json_value(text) {
+                    Some(v) => serde_json::to_writer(&mut *out, &v),
+                    None => serde_json::to_writer(&mut *out, text),
                 }
                 .expect("writing to a Vec cannot fail");
             }
@@ -110,18 +110,17 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
 
 fn payload_value(p: &[u8]) -> Option<Value> {
     let s = std::str::from_utf8(p).ok()?;
-    // JSON when it is a JSON value this server can hold (not, say, `1e400`), else the text.
-    let json = may_be_json(s).then(|| serde_json::from_str::<Value>(s).ok()).flatten();
-    Some(json.unwrap_or_else(|| Value::String(s.to_owned())))
+    Some(json_value(s).unwrap_or_else(|| Value::String(s.to_owned())))
 }
 
-/// Whether `text` can be JSON at all: its first byte after whitespace can start a value. Text
-/// that cannot (most log lines) skips the parse attempt and the error it would allocate.
-fn may_be_json(text: &str) -> bool {
-    matches!(
-        text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first(),
-        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
-    )
+/// `text` as a JSON value this server can hold (not, say, `1e400`), if it is one. Text that
+/// cannot start a JSON value (most log lines) skips the parse attempt and the error it would
+/// allocate.
+fn json_value(text: &str) -> Option<Value> {
+    if !crate::json::may_start_value(text.as_bytes()) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 fn parse_id(text: &str) -> Result<idgen::Ulid, ApiError> {

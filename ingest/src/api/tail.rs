@@ -11,7 +11,7 @@
 
 use super::hub::{self, Chunk, Follower, Read};
 use super::{AppState, blocking, check_name, existing_log};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use crate::logs::LogEntry;
 use axum::Json;
 use axum::body::{Body, Bytes};

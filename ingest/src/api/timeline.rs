@@ -13,7 +13,7 @@
 
 use super::read::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, render_into};
 use super::{AppState, existing_log};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use crate::lock;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
