@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct LogInner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: LogOptions,
-    /// Current settings; retention can change while open ([`Log::set_retention`]).
+    /// Current settings; retention can change while open ([`crate::Log::set_retention`]).
     pub(crate) meta: Mutex<LogMeta>,
     pub(crate) shards: Vec<Arc<Shard>>,
     pub(crate) retired: Mutex<Vec<Arc<Segment>>>,

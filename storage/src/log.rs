@@ -172,9 +172,7 @@ impl Log {
     /// visible. The lowest of the shards' high-water marks and of the floors of undecided
     /// transactions (their parts may still become visible above a floor, never at or below).
     pub fn watermark(&self) -> idgen::Ulid {
-        let marks = self.shards().iter().map(|s| s.high_water()).min();
-        let marks = marks.unwrap_or(idgen::Ulid(0));
-        self.inner.txns.pending_floor().map_or(marks, |f| marks.min(f))
+        crate::merge::marks_and_floors(self.shards()).unwrap_or(idgen::Ulid(0))
     }
 
     /// Begins cross-shard transaction `id` ([`Txns::begin`]). Its parts will be appended above
@@ -407,7 +405,7 @@ fn open_shard(
 /// How long opening waits for a log's lock before answering `Locked`: a lock can be held for
 /// an instant after its log closed, by a child process forked meanwhile (anywhere in this
 /// process) that has not reached `exec`, which closes its copy of the descriptor.
-pub const LOCK_WAIT_MS: u64 = 1_000;
+const LOCK_WAIT_MS: u64 = 1_000;
 
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");

@@ -20,7 +20,7 @@
 use crate::error::Result;
 use crate::format::FrameLayout;
 use crate::segment::Segment;
-use crate::shard::{Cursor, Peek, Record, Shard, Start};
+use crate::shard::{Cursor, Peek, Placed, Record, Shard, Start};
 use idgen::Ulid;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -44,6 +44,17 @@ impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// The lowest of `shards`' high-water marks and of the floors of their log's undecided
+/// transactions (`None` without shards): what the shards can still add is above it.
+pub(crate) fn marks_and_floors<'a>(
+    shards: impl IntoIterator<Item = &'a Arc<Shard>>,
+) -> Option<Ulid> {
+    let mut shards = shards.into_iter().peekable();
+    let txns = Arc::clone(&shards.peek()?.txns);
+    let marks = shards.map(|s| s.high_water()).min()?;
+    Some(txns.pending_floor().map_or(marks, |f| marks.min(f)))
 }
 
 /// A merged, ULID-ordered reading position over several shards.
@@ -75,20 +86,16 @@ impl Merger {
     /// merger has not returned yet are readable.
     pub fn watermark(&mut self) -> Result<Ulid> {
         let bound = self.refill()?;
-        let marks =
-            self.cursors.iter().map(|c| c.shard().high_water()).min().unwrap_or(Ulid(u128::MAX));
-        let pending = self
-            .cursors
-            .first()
-            .and_then(|c| c.shard().txns.pending_floor())
-            .unwrap_or(Ulid(u128::MAX));
-        Ok(bound.min(marks).min(pending))
+        let marks = marks_and_floors(self.cursors.iter().map(Cursor::shard));
+        Ok(bound.min(marks.unwrap_or(Ulid(u128::MAX))))
     }
 
     /// Queues the next commit of every cursor that has one and returns the bound the others
     /// set: nothing at or below it can still appear in a shard without a queued commit.
     fn refill(&mut self) -> Result<Ulid> {
-        if let Some(s) = self.taken.take() {
+        // `taken` is cleared only once its cursor was peeked: after a failed peek the stale
+        // top is still marked so.
+        if let Some(s) = self.taken {
             match self.cursors[s as usize].peek()? {
                 Peek::Next(id) => {
                     let mut top = self.heap.peek_mut().expect("the taken commit is the top");
@@ -99,6 +106,7 @@ impl Merger {
                     self.idle.push(s);
                 }
             }
+            self.taken = None;
         }
         let mut bound = Ulid(u128::MAX);
         let mut k = 0;
@@ -154,29 +162,8 @@ impl Merger {
         }
         self.taken = Some(shard);
         let placed = self.cursors[shard as usize].next_placed()?;
-        debug_assert_eq!(placed.as_ref().map(|p| p.2.id), Some(id));
-        Ok(placed.map(|(segment, at, layout)| Placed { segment, at, layout, shard }))
-    }
-}
-
-/// A commit a merger returned, by place: the segment, offset and layout of its frame.
-#[derive(Debug)]
-pub struct Placed<'a> {
-    segment: &'a Arc<Segment>,
-    at: usize,
-    layout: FrameLayout,
-    shard: u32,
-}
-
-impl<'a> Placed<'a> {
-    /// The commit.
-    pub fn record(&self) -> Record<'a> {
-        Record { frame: self.segment.frame(self.at, &self.layout), shard: self.shard }
-    }
-
-    /// Its ULID.
-    pub fn id(&self) -> Ulid {
-        self.layout.id
+        debug_assert_eq!(placed.as_ref().map(Placed::id), Some(id));
+        Ok(placed)
     }
 }
 

@@ -361,12 +361,12 @@ impl Segment {
         }
     }
 
-    /// Records the last commit's ULID (writer and recovery only).
     /// The checked frame at `at` with `layout` (from `format::check_frame` on these bytes).
     pub(crate) fn frame(&self, at: usize, layout: &FrameLayout) -> FrameRef<'_> {
         layout.view(self.map.read(at, at + layout.padded))
     }
 
+    /// Records the last commit's ULID (writer and recovery only).
     pub(crate) fn set_last_id(&self, id: u128) {
         self.last_hi.store((id >> 64) as u64, Ordering::Relaxed);
         self.last_lo.store(id as u64, Ordering::Relaxed);

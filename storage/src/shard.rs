@@ -205,6 +205,28 @@ pub struct Record<'a> {
     pub shard: u32,
 }
 
+/// A commit by place: the segment, offset and checked layout of its frame (what a
+/// [`crate::Picks`] keeps).
+#[derive(Debug)]
+pub struct Placed<'a> {
+    pub(crate) segment: &'a Arc<Segment>,
+    pub(crate) at: usize,
+    pub(crate) layout: FrameLayout,
+    pub(crate) shard: u32,
+}
+
+impl<'a> Placed<'a> {
+    /// The commit.
+    pub fn record(&self) -> Record<'a> {
+        Record { frame: self.segment.frame(self.at, &self.layout), shard: self.shard }
+    }
+
+    /// Its ULID.
+    pub fn id(&self) -> Ulid {
+        self.layout.id
+    }
+}
+
 /// A reading position in one shard. Cheap to create; holds the segments it reads alive.
 #[derive(Debug)]
 pub struct Cursor {
@@ -241,14 +263,11 @@ impl Cursor {
     /// transaction). Corruption is an error naming segment and offset.
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the cursor
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
-        let shard = self.shard.id;
-        Ok(self
-            .next_placed()?
-            .map(|(seg, at, layout)| Record { frame: seg.frame(at, &layout), shard }))
+        Ok(self.next_placed()?.map(|p| p.record()))
     }
 
-    /// [`Cursor::next`] by place: the segment, the frame's offset in it and its layout.
-    pub(crate) fn next_placed(&mut self) -> Result<Option<(&Arc<Segment>, usize, FrameLayout)>> {
+    /// [`Cursor::next`] by place.
+    pub(crate) fn next_placed(&mut self) -> Result<Option<Placed<'_>>> {
         let (at, layout) = match self.peeked.take() {
             Some(p) => p,
             None => match self.advance()? {
@@ -256,7 +275,7 @@ impl Cursor {
                 Step::CaughtUp | Step::Blocked(_) => return Ok(None),
             },
         };
-        Ok(Some((&self.segs[self.seg_i], at, layout)))
+        Ok(Some(Placed { segment: &self.segs[self.seg_i], at, layout, shard: self.shard.id }))
     }
 
     /// What `next` would return, without consuming it.

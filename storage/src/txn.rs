@@ -213,7 +213,7 @@ impl Txns {
 
     /// Starts transaction `id`, whose parts will all have ULIDs above `floor` (callers:
     /// [`crate::Log::begin_txn`]): journals it durably and makes its parts wait.
-    pub fn begin(&self, id: u64, floor: Ulid) -> Result<()> {
+    pub(crate) fn begin(&self, id: u64, floor: Ulid) -> Result<()> {
         self.floors.write().unwrap_or_else(|p| p.into_inner()).insert(id, floor);
         self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Pending);
         let parts = id as u16;
