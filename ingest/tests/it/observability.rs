@@ -110,7 +110,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the series `line_prefix` (the name and labels exactly as exported).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 

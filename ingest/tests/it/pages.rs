@@ -3,8 +3,7 @@
 //! cost nothing; walking `next` through NDJSON and JSON pages returns every commit once, in ULID
 //! order; a page or tail whose client stops reading is cut off after `send_stall_ms`.
 
-use super::process::{Server, request};
-use super::tail::{connect_small, wait_metric};
+use super::process::{Server, connect_small, request, request_raw, wait_metric};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -35,19 +34,8 @@ fn pages_stream_head_first_survive_abandoned_bodies_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--default-shards", "4", "--durability", "async"]);
     let addr = server.addr.as_str();
-    for b in 0..COMMITS / 2000 {
-        let body: String = (0..2000)
-            .map(|i| format!("{{\"b\":{b},\"i\":{i},\"pad\":\"{}\"}}\n", "y".repeat(150)))
-            .collect();
-        let (status, _, v) = request(
-            addr,
-            "POST",
-            "/v1/logs/s/commits",
-            Some("application/x-ndjson"),
-            body.as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{v}");
+    for _ in 0..COMMITS / 2000 {
+        write_padded(addr, "s", 2000, 150);
     }
 
     // A page of 10 000 commits (about 2 MB): the head names `next` and the body is chunked.
@@ -56,11 +44,7 @@ fn pages_stream_head_first_survive_abandoned_bodies_and_lose_nothing() {
     for _ in 0..30 {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let req =
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: application/x-ndjson\r\n\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let (head, _) = read_head(&mut s);
-        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let head = open_ndjson(&mut s, path);
         assert_eq!(header(&head, "transfer-encoding"), Some("chunked"), "{head}");
         assert!(header(&head, "x-shardlog-next").is_some(), "{head}");
         let mut some = [0u8; 8192];
@@ -102,16 +86,20 @@ fn pages_stream_head_first_survive_abandoned_bodies_and_lose_nothing() {
 
 /// A GET of `path` (NDJSON or JSON): the lower-cased head and the de-chunked body.
 fn get(addr: &str, path: &str, ndjson: bool) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let accept = if ndjson { "application/x-ndjson" } else { "application/json" };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: {accept}\r\nconnection: close\r\n\r\n"
-    );
+    let extra = format!("accept: {accept}\r\n");
+    let (_, head, body) = request_raw(addr, "GET", path, None, &extra, b"").unwrap();
+    (head, body)
+}
+
+/// Sends a GET of `path` asking for NDJSON on `s` and reads its head, which must be a `200`;
+/// the body is left unread.
+fn open_ndjson(s: &mut TcpStream, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    let (head, mut rest) = read_head(&mut s);
-    s.read_to_end(&mut rest).unwrap();
-    (head, super::process::dechunk(&String::from_utf8(rest).unwrap()))
+    let (head, _) = read_head(s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    head
 }
 
 /// A server whose streamed answers are cut off after `send_stall_ms` = 300.
@@ -121,10 +109,10 @@ fn impatient_server(dir: &std::path::Path) -> Server {
     Server::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
-/// Writes `n` commits of about 1 KiB to `log`.
-fn write_kib(addr: &str, log: &str, n: usize) {
+/// Writes `n` commits to `log`, each with a `pad` of `pad_bytes`.
+fn write_padded(addr: &str, log: &str, n: usize, pad_bytes: usize) {
     let body: String =
-        (0..n).map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "z".repeat(1000))).collect();
+        (0..n).map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "z".repeat(pad_bytes))).collect();
     let (status, _, v) = request(
         addr,
         "POST",
@@ -142,13 +130,9 @@ fn a_page_whose_client_stops_reading_is_cut_off_never_ended_short() {
     let server = impatient_server(dir.path());
     let addr = server.addr.as_str();
     // 10 000 commits of 1 KiB: a 10 MB page, far more than the sockets between us hold.
-    write_kib(addr, "c", 10_000);
+    write_padded(addr, "c", 10_000, 1000);
     let mut s = connect_small(addr);
-    let req = "GET /v1/logs/c/timeline?limit=10000&consistency=eventual HTTP/1.1\r\nhost: x\r\n\
-               accept: application/x-ndjson\r\n\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let (head, _) = read_head(&mut s);
-    assert!(head.starts_with("http/1.1 200"), "{head}");
+    open_ndjson(&mut s, "/v1/logs/c/timeline?limit=10000&consistency=eventual");
     // Take nothing for well over the stall: the server cuts the page off.
     wait_metric(addr, "shardlog_page_slow_disconnects_total", 1.0);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -168,15 +152,12 @@ fn a_tail_whose_client_stops_reading_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let server = impatient_server(dir.path());
     let addr = server.addr.as_str();
-    write_kib(addr, "t", 1);
+    write_padded(addr, "t", 1, 1000);
     let mut s = connect_small(addr);
-    let req = "GET /v1/logs/t/tail HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let (head, _) = read_head(&mut s);
-    assert!(head.starts_with("http/1.1 200"), "{head}");
+    open_ndjson(&mut s, "/v1/logs/t/tail");
     // More than the tail's queue and the sockets hold, while the client reads nothing.
     for _ in 0..20 {
-        write_kib(addr, "t", 2_000);
+        write_padded(addr, "t", 2_000, 1000);
     }
     wait_metric(addr, "shardlog_tail_slow_disconnects_total", 1.0);
     wait_metric(addr, "shardlog_tails_active", 0.0);

@@ -89,6 +89,21 @@ pub fn request_with_headers(
     extra: &str,
     body: &[u8],
 ) -> Option<(u16, String, Value)> {
+    let (status, head, body) = request_raw(addr, method, path, content_type, extra, body)?;
+    let v = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Some((status, head, v))
+}
+
+/// As [`request_with_headers`], the body as text (de-chunked): (status, lower-cased head,
+/// body).
+pub fn request_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    extra: &str,
+    body: &[u8],
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let ct = content_type.map(|c| format!("content-type: {c}\r\n")).unwrap_or_default();
@@ -108,12 +123,37 @@ pub fn request_with_headers(
     } else {
         body.to_owned()
     };
-    let v = serde_json::from_str(&body).unwrap_or(Value::Null);
-    Some((status, head.to_ascii_lowercase(), v))
+    Some((status, head.to_ascii_lowercase(), body))
+}
+
+/// The value of an unlabelled family in a scrape of `/metrics`.
+pub fn metric(addr: &str, name: &str) -> f64 {
+    let (status, _, text) = request_raw(addr, "GET", "/metrics", None, "", b"").unwrap();
+    assert_eq!(status, 200);
+    super::observability::value(&text, name).unwrap_or_else(|| panic!("{name}"))
+}
+
+/// Waits until `name` reads `want`.
+pub fn wait_metric(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(addr, name) != want {
+        assert!(Instant::now() < deadline, "{name} never reached {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client with a 4 KiB receive buffer, so that a stream it stops reading blocks soon.
+pub fn connect_small(addr: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, connect, socket, sockopt};
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+    connect(&fd, &sa).unwrap();
+    TcpStream::from(fd)
 }
 
 /// The payload of a `Transfer-Encoding: chunked` body.
-pub fn dechunk(mut body: &str) -> String {
+fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
@@ -247,7 +287,7 @@ fn sigterm_drains_exits_zero_and_the_next_start_needs_no_repair() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_metric(&server.addr, "shardlog_tails_active", 2.0);
     server.signal("-TERM");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -262,6 +302,7 @@ fn sigterm_drains_exits_zero_and_the_next_start_needs_no_repair() {
         t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut rest = Vec::new();
         t.read_to_end(&mut rest).expect("the tail's stream ends");
+        assert!(rest.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&rest));
     }
     drop(server);
     let server = Server::start(dir.path(), &[]);

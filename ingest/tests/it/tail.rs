@@ -2,7 +2,7 @@
 //! missing and repeating nothing, NDJSON tails, `after=now`, and consumer cursors that survive a
 //! restart and resume a tail.
 
-use super::process::{Server, request};
+use super::process::{Server, connect_small, metric, request, wait_metric};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -147,26 +147,6 @@ fn last_event_id_wins_over_after_and_consumer_names_are_checked() {
     assert!(v["watermark"].as_str().unwrap() >= all[5].as_str(), "{v}");
 }
 
-/// The value of an unlabelled family in a scrape of `/metrics`.
-pub fn metric(addr: &str, name: &str) -> f64 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let prefix = format!("{name} ");
-    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{name}"));
-    line[prefix.len()..].trim().parse().unwrap()
-}
-
-/// Waits until `name` reads `want`.
-pub fn wait_metric(addr: &str, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(addr, name) != want {
-        assert!(Instant::now() < deadline, "{name} never reached {want}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn many_live_tails_share_one_merger_and_each_sees_every_commit_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,16 +185,6 @@ fn many_live_tails_share_one_merger_and_each_sees_every_commit_once() {
     // The hub stops with its last tail.
     wait_metric(&server.addr, "shardlog_tails_active", 0.0);
     wait_metric(&server.addr, "shardlog_tail_hubs", 0.0);
-}
-
-/// A client with a 4 KiB receive buffer, so that a tail it stops reading blocks soon.
-pub fn connect_small(addr: &str) -> TcpStream {
-    use rustix::net::{AddressFamily, SocketType, connect, socket, sockopt};
-    let sa: std::net::SocketAddr = addr.parse().unwrap();
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
-    connect(&fd, &sa).unwrap();
-    TcpStream::from(fd)
 }
 
 #[test]

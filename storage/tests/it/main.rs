@@ -29,6 +29,11 @@ pub fn opts_with_clock(shards: u32, clock: &ManualClock) -> LogOptions {
     LogOptions { clock: Arc::new(clock.clone()), ..opts(shards) }
 }
 
+/// A part of cross-shard transaction `id`.
+pub fn part(id: u64, payload: &[u8]) -> NewRecord<'_> {
+    NewRecord { flags: storage::format::flags::TXN_PART, aux: id, ..NewRecord::payload(payload) }
+}
+
 /// Payload of record `i` of batch `b`: readable, self-describing, varying in length.
 pub fn payload(b: u64, i: u64, n: u64) -> Vec<u8> {
     let mut p = format!("batch={b} i={i} n={n};").into_bytes();

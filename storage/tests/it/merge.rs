@@ -116,12 +116,7 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
     let id = log.txns().new_id(2);
     log.begin_txn(id).unwrap();
-    let part = NewRecord {
-        flags: storage::format::flags::TXN_PART,
-        aux: id,
-        ..NewRecord::payload(b"part")
-    };
-    let a = w[0].append(&[part]).unwrap();
+    let a = w[0].append(&[part(id, b"part")]).unwrap();
     clock.advance_ms(1);
     let later = append_batch(&mut w[1], 0, 1)[0];
     w[0].advance_high_water(clock.now_ms() + 1);
@@ -129,13 +124,7 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     let mut merger = Merger::new(log.shards(), Start::Beginning);
     assert!(merger.next().unwrap().is_none(), "the later commit must wait behind the pending part");
     assert!(merger.watermark().unwrap() < a.first);
-    let b = w[1]
-        .append(&[NewRecord {
-            flags: storage::format::flags::TXN_PART,
-            aux: id,
-            ..NewRecord::payload(b"part b")
-        }])
-        .unwrap();
+    let b = w[1].append(&[part(id, b"part b")]).unwrap();
     log.txns().commit(id, vec![(0, a.first.0, 1), (1, b.first.0, 1)], false).unwrap();
     w[0].advance_high_water(clock.now_ms() + 3);
     w[1].advance_high_water(clock.now_ms() + 3);
@@ -157,13 +146,7 @@ fn the_watermark_stays_below_an_undecided_part_queued_behind_a_commit() {
     clock.advance_ms(1);
     let id = log.txns().new_id(1);
     log.begin_txn(id).unwrap();
-    let part = w[0]
-        .append(&[NewRecord {
-            flags: storage::format::flags::TXN_PART,
-            aux: id,
-            ..NewRecord::payload(b"part")
-        }])
-        .unwrap();
+    let part = w[0].append(&[part(id, b"part")]).unwrap();
     clock.advance_ms(1);
     w[0].advance_high_water(clock.now_ms());
     w[1].advance_high_water(clock.now_ms());

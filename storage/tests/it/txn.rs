@@ -2,12 +2,7 @@
 //! aborts what a crash left undecided or incomplete.
 
 use super::*;
-use storage::format::flags;
 use storage::txn;
-
-fn part<'a>(id: u64, payload: &'a [u8]) -> NewRecord<'a> {
-    NewRecord { flags: flags::TXN_PART, aux: id, ..NewRecord::payload(payload) }
-}
 
 fn payloads(log: &Log, shard: usize) -> Vec<Vec<u8>> {
     read_all(log, shard).into_iter().map(|r| r.1).collect()
