@@ -323,35 +323,30 @@ pub async fn tail(
     commits_max: u64,
     from_now: bool,
 ) -> anyhow::Result<Report> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut http = Http::connect(addr).await?;
     let query = if from_now { "?after=now" } else { "" };
-    s.write_all(
-        format!("GET /v1/logs/{log}/tail{query} HTTP/1.1\r\nhost: {addr}\r\naccept: application/x-ndjson\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
+    let path = format!("/v1/logs/{log}/tail{query}");
+    let resp = http
+        .send("GET", &path, &[("accept", "application/x-ndjson")], Bytes::new())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if resp.status() != 200 {
+        bail!("tail answered {}", resp.status());
+    }
+    let mut body = resp.into_body();
     let start = Instant::now();
     let (mut lines, mut bytes) = (0u64, 0u64);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut ended_in_brace = false;
+    // A commit is one '\n'-ended line of the (de-chunked) body.
     while start.elapsed() < duration && lines < commits_max {
         let left = duration.saturating_sub(start.elapsed());
-        let Ok(r) = tokio::time::timeout(left, s.read(&mut buf)).await else { break };
-        let n = r?;
-        if n == 0 {
-            break;
+        let Ok(frame) = tokio::time::timeout(left, body.frame()).await else { break };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| anyhow::anyhow!("reading the tail: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len() as u64;
+            lines += memchr::memchr_iter(b'\n', data).count() as u64;
         }
-        bytes += n as u64;
-        lines += memchr_count(&buf[..n]);
-        // A line end split between two reads.
-        if ended_in_brace && buf[0] == b'\n' {
-            lines += 1;
-        }
-        ended_in_brace = buf[n - 1] == b'}';
     }
-    // The response head and chunk-size lines are not commits: each commit is one '\n'-ended
-    // JSON line, and chunk framing adds "\r\n" pairs that are not counted as bare '\n'.
     let seconds = start.elapsed().as_secs_f64();
     Ok(Report {
         system: "shardlog".into(),
@@ -364,11 +359,6 @@ pub async fn tail(
         latency: Latency::default(),
         errors: Default::default(),
     })
-}
-
-/// Lines that end a JSON object (`}\n`): commits in an NDJSON stream.
-fn memchr_count(b: &[u8]) -> u64 {
-    memchr::memmem::find_iter(b, b"}\n").count() as u64
 }
 
 /// A shardlog server we started, on a loopback port with its own data directory.

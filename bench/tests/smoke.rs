@@ -100,7 +100,10 @@ fn load_then_read_back_everything_acknowledged() {
     assert_eq!(r["errors"], serde_json::json!({}), "{r}");
     assert_eq!(written, r["batches"].as_u64().unwrap() * 200);
     assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["latency"]["max_us"].as_u64() >= r["latency"]["p99_us"].as_u64(), "{r}");
+    assert!(
+        r["latency"]["max_us"].as_u64().unwrap() >= r["latency"]["p99_us"].as_u64().unwrap(),
+        "{r}"
+    );
     let stored = commits_of(a, "bench-0") + commits_of(a, "bench-1");
     assert_eq!(stored, written, "every acknowledged commit is stored, no other");
 

@@ -16,9 +16,14 @@ fn payloads(make: impl Fn(usize) -> String) -> Vec<Vec<u8>> {
     (0..1000).map(|i| make(i).into_bytes()).collect()
 }
 
+/// 1000 one-line JSON objects of about 100 bytes, like the load generator's.
+fn json_lines() -> Vec<Vec<u8>> {
+    payloads(|i| format!("{{\"c\":3,\"i\":{i},\"p\":\"{}\"}}", "x".repeat(76)))
+}
+
 fn render(c: &mut Criterion) {
     let kinds = [
-        ("json_line", payloads(|i| format!("{{\"c\":3,\"i\":{i},\"p\":\"{}\"}}", "x".repeat(76)))),
+        ("json_line", json_lines()),
         (
             "json_pretty",
             payloads(|i| format!("{{\n  \"i\": {i},\n  \"p\": \"{}\"\n}}", "x".repeat(70))),
@@ -58,7 +63,7 @@ fn render(c: &mut Criterion) {
 
 /// The JSON check alone, on the same one-line objects.
 fn validate(c: &mut Criterion) {
-    let lines = payloads(|i| format!("{{\"c\":3,\"i\":{i},\"p\":\"{}\"}}", "x".repeat(76)));
+    let lines = json_lines();
     let mut g = c.benchmark_group("is_json_1000_commits");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("json_line", |b| {
