@@ -52,8 +52,11 @@ impl LogInner {
     /// Flushes every shard and records what is now on disk: per shard, its newest segment and
     /// that segment's durable length (all older segments were flushed whole, as they are final).
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        // Transactions committed before the flush below have their parts on disk after it.
-        let settled = self.txns.commits_so_far();
+        // Transactions committed before the flush below have their parts on disk after it; a
+        // transaction begun from now on writes beyond the shards' ends now.
+        let snap = self
+            .txns
+            .open_epoch(|| self.shards.iter().map(|s| s.end_position()).collect());
         let mut entries = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let snapshot = shard.segments.load_full();
@@ -65,7 +68,13 @@ impl LogInner {
             });
         }
         self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
-        self.txns.settle(settled)
+        // An aborted transaction's record can go once no shard holds a commit up to its last.
+        let firsts: Vec<Option<u128>> = self
+            .shards
+            .iter()
+            .map(|s| s.segments.load().iter().find_map(|g| g.first_id.get().copied()))
+            .collect();
+        self.txns.settle(snap, |last| firsts.iter().any(|f| f.is_some_and(|f| f <= last)))
     }
 
     /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,

@@ -26,6 +26,7 @@ mod retention;
 mod segment;
 mod shard;
 pub mod txn;
+mod watermark;
 mod writer;
 
 pub use error::{FormatError, Result, StorageError};
@@ -34,5 +35,5 @@ pub use log::{Log, LogStats, RecoveryReport};
 pub use merge::{Merger, Picks};
 pub use options::{LogOptions, Retention, SEGMENT_BYTES_MIN, SHARDS_MAX};
 pub use shard::{Cursor, Peek, Placed, Record, Shard, ShardStats, Start};
-pub use txn::{Txns, Visibility};
+pub use txn::{External, NoExternal, Txns, Visibility};
 pub use writer::ShardWriter;

@@ -58,8 +58,10 @@ pub struct LogStats {
 pub struct RecoveryReport {
     /// Torn tails cut: (segment, offset, reason).
     pub torn_tails: Vec<(PathBuf, u64, String)>,
-    /// Cross-shard transactions aborted because a crash left them undecided or a part missing.
+    /// Transactions aborted because a crash left them undecided with a part missing.
     pub aborted_txns: Vec<u64>,
+    /// Commits the transaction recovery read (from the journal's cut to each shard's end).
+    pub txn_scan_commits: u64,
 }
 
 impl Log {
@@ -81,7 +83,7 @@ impl Log {
         let lock = lock_dir(&dir)?;
         let meta = load_or_create_meta(&dir, &opts)?;
         let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
-        let txns = Arc::new(Txns::load(&dir)?);
+        let txns = Arc::new(Txns::load(&dir, meta.shards as usize)?);
         let recycle_dir = dir.join("recycle");
         std::fs::create_dir_all(&recycle_dir)
             .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
@@ -129,11 +131,15 @@ impl Log {
             txns,
             _lock: lock,
         });
-        // What recovery kept is the new baseline: flush it and say so.
+        // With every shard recovered, decide what a crash left undecided (durably), then take
+        // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
+        // the transactions' cut past what was just decided).
+        (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
+            &inner.shards,
+            inner.opts.external.as_ref(),
+            |shard, first, n| inner.part_present(shard, first, n),
+        )?;
         inner.checkpoint()?;
-        // With every shard recovered and flushed, decide what crashed transactions left open.
-        report.aborted_txns =
-            inner.txns.resolve(|shard, first, n| inner.part_present(shard, first, n))?;
         let thread = if inner.opts.background {
             // No segment is prepared here: a writer asks for its next one when its active
             // segment passes half full (`ShardWriter::append`).
@@ -168,18 +174,21 @@ impl Log {
         &self.inner.txns
     }
 
-    /// The log's watermark: no commit at or below it can still be added to a shard or become
-    /// visible. The lowest of the shards' high-water marks and of the floors of undecided
-    /// transactions (their parts may still become visible above a floor, never at or below).
+    /// The log's watermark (`crate::watermark`): no commit at or below it can still be added
+    /// to a shard or become visible. What strong reads wait for, and what every reported
+    /// watermark is.
     pub fn watermark(&self) -> idgen::Ulid {
-        crate::merge::marks_and_floors(self.shards()).unwrap_or(idgen::Ulid(0))
+        crate::watermark::watermark(self.shards()).unwrap_or(idgen::Ulid(0))
     }
 
-    /// Begins cross-shard transaction `id` ([`Txns::begin`]). Its parts will be appended above
-    /// their shards' marks, so above the watermark now: until it is decided, the watermark
-    /// stays at or below that.
-    pub fn begin_txn(&self, id: u64) -> Result<()> {
-        self.inner.txns.begin(id, self.watermark())
+    /// Begins transaction `id`, whose parts go to `shards` (one each): they wait for its
+    /// decision, and the lowest mark of those shards bounds the watermark until then. In
+    /// memory only; call it once every part is sure to be handed to its writer.
+    pub fn begin_txn(&self, id: u64, shards: &[u32]) {
+        let all = self.shards();
+        self.inner.txns.begin(id, || {
+            crate::watermark::floor(shards.iter().filter_map(|&s| all.get(s as usize)))
+        });
     }
 
     /// The log's directory.
@@ -257,6 +266,12 @@ impl Log {
     /// Makes every published commit of every shard durable.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()
+    }
+
+    /// Flushes every shard and writes the checkpoint, settling the transactions committed
+    /// before it (the maintenance thread does this every `checkpoint_interval_ms`).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
     }
 
     /// Retires whole sealed segments beyond the retention limits as of `now_ms`; returns how

@@ -46,17 +46,6 @@ impl PartialOrd for Key {
     }
 }
 
-/// The lowest of `shards`' high-water marks and of the floors of their log's undecided
-/// transactions (`None` without shards): what the shards can still add is above it.
-pub(crate) fn marks_and_floors<'a>(
-    shards: impl IntoIterator<Item = &'a Arc<Shard>>,
-) -> Option<Ulid> {
-    let mut shards = shards.into_iter().peekable();
-    let txns = Arc::clone(&shards.peek()?.txns);
-    let marks = shards.map(|s| s.high_water()).min()?;
-    Some(txns.pending_floor().map_or(marks, |f| marks.min(f)))
-}
-
 /// A merged, ULID-ordered reading position over several shards.
 #[derive(Debug)]
 pub struct Merger {
@@ -86,7 +75,7 @@ impl Merger {
     /// merger has not returned yet are readable.
     pub fn watermark(&mut self) -> Result<Ulid> {
         let bound = self.refill()?;
-        let marks = marks_and_floors(self.cursors.iter().map(Cursor::shard));
+        let marks = crate::watermark::watermark(self.cursors.iter().map(Cursor::shard));
         Ok(bound.min(marks.unwrap_or(Ulid(u128::MAX))))
     }
 

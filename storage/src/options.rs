@@ -41,6 +41,9 @@ pub struct LogOptions {
     pub background: bool,
     /// Where fsync timings go (unregistered handles by default).
     pub metrics: crate::metrics::StorageMetrics,
+    /// The participant outside the shards that transactions flagged `txn::EXTERNAL` have
+    /// (the service's idempotency records), asked at recovery.
+    pub external: Arc<dyn crate::txn::External>,
 }
 
 /// What a log keeps. Whole sealed segments beyond either limit are retired.
@@ -67,6 +70,7 @@ impl Default for LogOptions {
             clock: Arc::new(SystemClock),
             background: true,
             metrics: crate::metrics::StorageMetrics::default(),
+            external: Arc::new(crate::txn::NoExternal),
         }
     }
 }

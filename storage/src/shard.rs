@@ -131,7 +131,48 @@ impl Shard {
                 (i, pos)
             }
         };
-        Cursor { shard: Arc::clone(self), segs, seg_i, pos, skip_to: target, peeked: None }
+        Cursor {
+            shard: Arc::clone(self),
+            segs,
+            seg_i,
+            pos,
+            skip_to: target,
+            peeked: None,
+            pass_pending: false,
+        }
+    }
+
+    /// A cursor at byte `offset` of segment `seq` (an end this shard had: a batch boundary), or
+    /// at the first segment after it if retention removed that one. Recovery reads from here.
+    pub(crate) fn cursor_at(self: &Arc<Self>, seq: u64, offset: usize) -> Cursor {
+        let segs = self.segments.load_full();
+        let seg_i = segs.partition_point(|s| s.seq < seq);
+        let pos = match segs.get(seg_i) {
+            Some(s) if s.seq == seq => offset.max(HEADER_LEN),
+            _ => HEADER_LEN,
+        };
+        Cursor {
+            shard: Arc::clone(self),
+            segs,
+            seg_i,
+            pos,
+            skip_to: None,
+            peeked: None,
+            pass_pending: false,
+        }
+    }
+
+    /// A cursor for looking a commit up rather than following the shard: it passes over parts
+    /// of pending transactions (they are not visible yet) instead of stopping at them, so a
+    /// visible commit behind an unrelated pending part is found.
+    pub fn lookup_cursor(self: &Arc<Self>, start: Start) -> Cursor {
+        Cursor { pass_pending: true, ..self.cursor(start) }
+    }
+
+    /// Where the shard ends now: (newest segment's sequence number, its published length).
+    pub(crate) fn end_position(&self) -> (u64, u64) {
+        let segs = self.segments.load();
+        segs.last().map_or((0, 0), |s| (s.seq, s.map.published() as u64))
     }
 
     /// The high-water mark: no commit at or below this ULID will ever be appended to this
@@ -238,6 +279,8 @@ pub struct Cursor {
     skip_to: Option<(u128, bool)>,
     /// A frame `peek` verified and `next` will return.
     peeked: Option<(usize, FrameLayout)>,
+    /// Pass over parts of pending transactions instead of stopping ([`Shard::lookup_cursor`]).
+    pass_pending: bool,
 }
 
 /// What comes next in a shard, without consuming it.
@@ -328,8 +371,10 @@ impl Cursor {
             if layout.flags & flags::TXN_PART != 0 {
                 match self.shard.txns.visibility(layout.aux) {
                     // Not all parts are written yet: wait here, neither return nor skip it.
-                    Visibility::Pending => return Ok(Step::Blocked(layout.id)),
-                    Visibility::Aborted => {
+                    Visibility::Pending if !self.pass_pending => {
+                        return Ok(Step::Blocked(layout.id));
+                    }
+                    Visibility::Aborted | Visibility::Pending => {
                         self.pos += layout.padded;
                         continue;
                     }

@@ -1,37 +1,54 @@
 //! Cross-shard transactions: the commits of one request that land on several shards become
-//! visible together, and stay all-or-nothing across a crash at any point.
+//! visible together, and stay all-or-nothing across a crash at any point, without a write to
+//! any file on the way.
 //!
-//! Protocol (driven by the service, one transaction per multi-shard request):
-//! 1. [`Txns::begin`] journals `Begin{id, parts}` **durably** and marks the id pending.
+//! Protocol (driven by the service, one transaction per multi-shard or idempotent request):
+//! 1. [`crate::Log::begin_txn`] marks the id pending, in memory only, with a floor (the lowest
+//!    high-water mark of the shards it will write) that bounds the watermark until it is
+//!    decided. Nothing is journaled.
 //! 2. Each part is appended to its shard as an ordinary batch whose frames carry
-//!    `flags::TXN_PART` and `aux = id`. Readers stop at a frame of a pending transaction
-//!    (they neither return nor skip it), so nobody sees a part before the whole.
-//! 3. Once every part is appended (and synced, for `sync` writes), [`Txns::commit`] journals
-//!    `Commit{id, parts}` with each part's shard, first ULID and count (durably for `sync`)
-//!    and clears the pending mark: readers go on. If any part fails, [`Txns::abort`] journals
-//!    `Abort{id}` durably and readers skip the parts for good.
+//!    `flags::TXN_PART` and `aux = id`. The id names its participants: the number of shard
+//!    parts (low 13 bits) and whether a participant outside the shards (the service's
+//!    idempotency record) belongs to it ([`EXTERNAL`]). Readers stop at a frame of a pending
+//!    transaction (they neither return nor skip it), so nobody sees a part before the whole.
+//! 3. Once every part is appended (and synced, for `sync` writes, by the writers' own group
+//!    commit) and the outside participant is written, [`Txns::commit`] clears the pending mark
+//!    in memory: readers go on. If a part fails, [`Txns::abort`] journals `Aborted` durably (the
+//!    one fsync of the protocol, on the failure path only) and readers skip the parts for good.
 //!
-//! Recovery ([`Txns::open`]): a `Begin` without an outcome is aborted (its request was never
-//! acknowledged); a `Commit` whose parts are not all found in their shards (a machine crash lost
-//! an unsynced part) is aborted too. Because `Begin` is on disk before any part is written,
-//! every part on disk has its transaction in the journal until it is settled. After recovery
-//! the journal is rewritten with the aborted ids only; the maintenance thread rewrites it
-//! (aborts, open begins, unsettled commits) when it grows past [`TXN_JOURNAL_BYTES_MAX`].
+//! Recovery ([`Txns::recover`]) commits a transaction exactly when all its parts are there: it
+//! reads every shard from the journal's `Cut` to its end, groups the `TXN_PART` batches by id,
+//! and aborts (durably) every id with fewer shard parts than it names, or whose outside
+//! participant says it does not hold it. A part is appended only after its transaction began,
+//! so the `Cut` is kept behind every part of a transaction not yet settled: the maintenance
+//! thread's checkpoint opens an *epoch* (the shards' end positions) and closes it once every
+//! transaction begun in it is settled — committed and flushed by a later checkpoint, or aborted
+//! durably — and the `Cut` it records is the positions of the oldest epoch still open. So what
+//! recovery reads is about one checkpoint interval of data, never the sealed history.
 //!
-//! What it is not: an isolation mechanism between transactions (there is no read set), or
-//! cheap: a transaction costs one journal fsync (`async`) or two (`sync`).
+//! `Aborted` records are kept until retention has removed every commit up to the highest ULID
+//! their parts may hold; the journal is rewritten (temporary file, fsync, rename) when they are
+//! pruned or it outgrows [`TXN_JOURNAL_BYTES_MAX`], always on the maintenance thread.
+//!
+//! What it is not: an isolation mechanism between transactions (there is no read set).
 
 use crate::error::{Result, StorageError};
 use crate::format::{self, TxnRecord};
+use crate::shard::Shard;
 use idgen::Ulid;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The journal is compacted when it grows past this.
 pub const TXN_JOURNAL_BYTES_MAX: u64 = 16 << 20;
+/// The bits of an id that count its shard parts (up to [`crate::SHARDS_MAX`]).
+pub const PARTS_MASK: u64 = 0x1fff;
+/// The bit of an id that says a participant outside the shards belongs to it
+/// ([`External::holds`] decides it at recovery).
+pub const EXTERNAL: u64 = 1 << 15;
 
 /// What readers must do with a frame of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +61,75 @@ pub enum Visibility {
     Aborted,
 }
 
-/// The transactions of one log: journal and in-memory states.
+/// A participant of transactions outside the shards (the service's idempotency records):
+/// recovery asks it about every whole transaction whose id has [`EXTERNAL`] set.
+pub trait External: std::fmt::Debug + Send + Sync {
+    /// Whether its part of transaction `id` is durable.
+    fn holds(&self, id: u64) -> bool;
+}
+
+/// The [`External`] of a log that has none: no transaction of it can be whole with one.
+#[derive(Debug, Default)]
+pub struct NoExternal;
+
+impl External for NoExternal {
+    fn holds(&self, _id: u64) -> bool {
+        false
+    }
+}
+
+/// A new transaction id for `parts` shard parts (at most [`PARTS_MASK`]), with an outside
+/// participant if `external`: 48 random bits, then the [`EXTERNAL`] bit, then the part count.
+pub fn new_id(parts: u16, external: bool) -> u64 {
+    debug_assert!(u64::from(parts) <= PARTS_MASK);
+    (fastrand::u64(..) << 16) | if external { EXTERNAL } else { 0 } | (u64::from(parts) & PARTS_MASK)
+}
+
+/// How many shard parts transaction `id` has.
+pub fn parts_of(id: u64) -> usize {
+    (id & PARTS_MASK) as usize
+}
+
+/// Whether transaction `id` has a participant outside the shards.
+pub fn is_external(id: u64) -> bool {
+    id & EXTERNAL != 0
+}
+
+/// The transactions of one log: who is pending, who is aborted, and what recovery must read.
 #[derive(Debug)]
 pub struct Txns {
+    /// Pending and aborted transactions; an id not here is visible.
     states: RwLock<HashMap<u64, Visibility>>,
-    /// Begun, undecided transactions, with a ULID all their parts lie above (the lowest shard
-    /// mark when they began): it bounds the watermark until they are decided.
-    floors: RwLock<HashMap<u64, Ulid>>,
+    live: Mutex<Live>,
     journal: Mutex<Journal>,
-    /// Transactions `load` found begun and never decided (aborted by recovery).
-    undecided: Vec<u64>,
+}
+
+/// Undecided transactions and the epochs that say what recovery must read.
+#[derive(Debug)]
+struct Live {
+    /// Undecided transactions: (floor, epoch number).
+    pending: HashMap<u64, (Ulid, u64)>,
+    /// Open epochs, oldest first; the last is the current one.
+    epochs: VecDeque<Epoch>,
+    /// Number of `epochs[0]`.
+    first_epoch: u64,
+}
+
+#[derive(Debug)]
+struct Epoch {
+    /// Every shard's end when the epoch opened: parts of transactions begun in it lie beyond.
+    positions: Vec<(u64, u64)>,
+    /// Transactions begun in it and not settled yet.
+    unsettled: usize,
+    /// Of those, committed since the last checkpoint started (settled once it flushed).
+    committed_unflushed: usize,
+}
+
+/// What a checkpoint took from the epochs before it flushed ([`Txns::open_epoch`]).
+#[derive(Debug)]
+pub(crate) struct EpochSnapshot {
+    first_epoch: u64,
+    committed: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -61,37 +137,29 @@ struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Records a rewrite must keep: aborts, begins of open transactions, and begins and commits
-    /// of transactions committed after the last checkpoint (their parts may not be on disk).
-    keep: HashMap<u64, Kept>,
-    /// Counts appended commits; a checkpoint settles those below the count it saw.
-    commits: u64,
-}
-
-#[derive(Debug, Clone)]
-enum Kept {
-    Open { parts: u16 },
-    Committed { parts: u16, record: TxnRecord, seq: u64 },
-    Aborted,
-}
-
-/// A new transaction id for `parts` shard parts: random high bits, part count in the low 16.
-pub fn new_id(parts: u16) -> u64 {
-    (fastrand::u64(..) << 16) | parts as u64
+    /// Aborted ids and the highest ULID their parts may hold.
+    aborts: HashMap<u64, u128>,
+    /// The cut on disk.
+    cut: Option<Vec<(u64, u64)>>,
+    /// Records of earlier builds still to decide at recovery: begun (no commit) and committed.
+    legacy_open: HashSet<u64>,
+    legacy_committed: HashMap<u64, Vec<format::TxnPart>>,
 }
 
 impl Txns {
-    /// Reads the journal in `dir`. Transactions left open by a crash are aborted at once;
-    /// committed ones wait for [`Txns::resolve`], which checks their parts once the shards are
-    /// recovered and flushed. No reader may exist before `resolve`.
-    pub(crate) fn load(dir: &Path) -> Result<Txns> {
+    /// Reads the journal in `dir` for a log of `shards` shards. No reader may exist before
+    /// [`Txns::recover`].
+    pub(crate) fn load(dir: &Path, shards: usize) -> Result<Txns> {
         let path = dir.join("txn.journal");
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StorageError::io("read transaction journal", &path, e)),
         };
-        let mut keep: HashMap<u64, Kept> = HashMap::new();
+        let mut aborts = HashMap::new();
+        let mut cut = None;
+        let mut legacy_open = HashSet::new();
+        let mut legacy_committed = HashMap::new();
         if !bytes.is_empty() {
             format::decode_txn_journal_header(&bytes).map_err(|reason| StorageError::Corrupt {
                 segment: path.clone(),
@@ -100,93 +168,122 @@ impl Txns {
             })?;
             let mut at = format::TXN_JOURNAL_HEADER_LEN;
             // A torn or damaged record ends the journal: records are appended in order, and
-            // nothing after a record that never became whole was acknowledged.
+            // nothing after a record that never became whole was relied on.
             while let Some((rec, len)) = format::decode_txn_record(&bytes[at..]) {
                 match rec {
-                    TxnRecord::Begin { id, parts } => {
-                        keep.entry(id).or_insert(Kept::Open { parts });
+                    TxnRecord::Begin { id, .. } => {
+                        legacy_open.insert(id);
                     }
-                    TxnRecord::Commit { id, .. } => {
-                        if let Some(Kept::Open { parts }) = keep.get(&id).cloned() {
-                            keep.insert(id, Kept::Committed { parts, record: rec, seq: 0 });
+                    TxnRecord::Commit { id, parts } => {
+                        if legacy_open.remove(&id) {
+                            legacy_committed.insert(id, parts);
                         }
                     }
                     TxnRecord::Abort { id } => {
-                        keep.insert(id, Kept::Aborted);
+                        legacy_open.remove(&id);
+                        legacy_committed.remove(&id);
+                        aborts.insert(id, u128::MAX);
                     }
+                    TxnRecord::Aborted { id, last } => {
+                        aborts.insert(id, last);
+                    }
+                    TxnRecord::Cut { positions } if positions.len() == shards => {
+                        cut = Some(positions);
+                    }
+                    TxnRecord::Cut { .. } => {}
                 }
                 at += len;
             }
         }
-        // Begun, never decided: its request was never acknowledged.
-        let mut undecided = Vec::new();
-        for (&id, k) in keep.iter_mut() {
-            if matches!(k, Kept::Open { .. }) {
-                *k = Kept::Aborted;
-                undecided.push(id);
-            }
-        }
-        let states = keep
-            .iter()
-            .filter(|(_, k)| matches!(k, Kept::Aborted))
-            .map(|(&id, _)| (id, Visibility::Aborted))
-            .collect();
+        let states = aborts.keys().map(|&id| (id, Visibility::Aborted)).collect();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| StorageError::io("open transaction journal", &path, e))?;
         let len = bytes.len() as u64;
-        let journal = Mutex::new(Journal { path, file, len, keep, commits: 0 });
-        Ok(Txns { states: RwLock::new(states), floors: Default::default(), journal, undecided })
+        let first = Epoch {
+            positions: vec![(0, 0); shards],
+            unsettled: 0,
+            committed_unflushed: 0,
+        };
+        Ok(Txns {
+            states: RwLock::new(states),
+            live: Mutex::new(Live {
+                pending: HashMap::new(),
+                epochs: VecDeque::from([first]),
+                first_epoch: 0,
+            }),
+            journal: Mutex::new(Journal {
+                path,
+                file,
+                len,
+                aborts,
+                cut,
+                legacy_open,
+                legacy_committed,
+            }),
+        })
     }
 
-    /// Checks every committed transaction of the journal: one whose part is missing
-    /// (`present(shard, first ULID, count)` is false) is aborted. Then rewrites the journal with
-    /// the aborted ids only, durably. Call once the shards are recovered and flushed. Returns
-    /// the ids aborted by recovery.
-    pub(crate) fn resolve(
+    /// Decides every transaction a crash left undecided: reads each shard from the cut,
+    /// commits the ids whose parts are all there (and whose outside participant, if they name
+    /// one, holds them), aborts the rest, and rewrites the journal with the aborts, durably.
+    /// `present(shard, first ULID, count)` checks a part that an earlier build journaled. Call
+    /// once, after the shards are recovered and before any reader or writer runs. Returns the
+    /// ids aborted and how many commits it read.
+    pub(crate) fn recover(
         &self,
+        shards: &[Arc<Shard>],
+        external: &dyn External,
         present: impl Fn(u32, u128, u32) -> Result<bool>,
-    ) -> Result<Vec<u64>> {
-        // Checking parts reads the shards, whose readers consult `states`: no lock held here.
-        let committed: Vec<(u64, Vec<format::TxnPart>)> = {
-            let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-            j.keep
-                .iter()
-                .filter_map(|(&id, k)| match k {
-                    Kept::Committed { record: TxnRecord::Commit { parts, .. }, .. } => {
-                        Some((id, parts.clone()))
-                    }
-                    _ => None,
-                })
-                .collect()
+    ) -> Result<(Vec<u64>, u64)> {
+        let mut scanned = 0;
+        let (cut, legacy_open, legacy_committed) = {
+            let mut j = lock(&self.journal);
+            (j.cut.clone(), std::mem::take(&mut j.legacy_open), std::mem::take(&mut j.legacy_committed))
         };
-        let mut aborted_now = self.undecided.clone();
-        for (id, parts) in committed {
+        let mut aborted_now: Vec<(u64, u128)> =
+            legacy_open.into_iter().map(|id| (id, u128::MAX)).collect();
+        for (id, parts) in legacy_committed {
             let mut whole = true;
             for (shard, first, n) in parts {
                 whole &= present(shard, first, n)?;
             }
             if !whole {
-                aborted_now.push(id);
+                aborted_now.push((id, u128::MAX));
             }
         }
-        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        // Without a cut the journal is new or an earlier build's, whose parts all have records.
+        if let Some(cut) = cut {
+            let mut found: HashMap<u64, (HashSet<u32>, u128)> = HashMap::new();
+            for (shard, &(seq, off)) in shards.iter().zip(&cut) {
+                let mut c = shard.cursor_at(seq, off as usize);
+                while let Some(r) = c.next()? {
+                    scanned += 1;
+                    if r.frame.flags & format::flags::TXN_PART != 0 {
+                        let e = found.entry(r.frame.aux).or_default();
+                        e.0.insert(r.shard);
+                        e.1 = e.1.max(r.frame.id.0);
+                    }
+                }
+            }
+            for (id, (on, last)) in found {
+                let whole = on.len() == parts_of(id) && (!is_external(id) || external.holds(id));
+                if !whole {
+                    aborted_now.push((id, last));
+                }
+            }
+        }
+        let mut j = lock(&self.journal);
         let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
-        for &id in &aborted_now {
-            j.keep.insert(id, Kept::Aborted);
+        for &(id, last) in &aborted_now {
+            j.aborts.insert(id, last);
             states.insert(id, Visibility::Aborted);
         }
-        let keep: HashMap<u64, Kept> = j
-            .keep
-            .iter()
-            .filter(|(_, k)| matches!(k, Kept::Aborted))
-            .map(|(&id, k)| (id, k.clone()))
-            .collect();
-        let path = j.path.clone();
-        *j = Journal::rewrite(&path, keep, 0)?;
-        Ok(aborted_now)
+        drop(states);
+        j.rewrite()?;
+        Ok((aborted_now.into_iter().map(|(id, _)| id).collect(), scanned))
     }
 
     /// What readers do with frames of transaction `id`.
@@ -199,105 +296,169 @@ impl Txns {
             .unwrap_or(Visibility::Visible)
     }
 
-    /// A fresh id for a transaction of `parts` parts, unused by any transaction this log
-    /// still tracks.
-    pub fn new_id(&self, parts: u16) -> u64 {
+    /// A fresh id for a transaction of `parts` shard parts (and an outside participant if
+    /// `external`), unused by any transaction this log still tracks.
+    pub fn new_id(&self, parts: u16, external: bool) -> u64 {
         let states = self.states.read().unwrap_or_else(|p| p.into_inner());
         loop {
-            let id = new_id(parts);
+            let id = new_id(parts, external);
             if !states.contains_key(&id) {
                 return id;
             }
         }
     }
 
-    /// Starts transaction `id`, whose parts will all have ULIDs above `floor` (callers:
-    /// [`crate::Log::begin_txn`]): journals it durably and makes its parts wait.
-    pub(crate) fn begin(&self, id: u64, floor: Ulid) -> Result<()> {
-        self.floors.write().unwrap_or_else(|p| p.into_inner()).insert(id, floor);
+    /// Starts transaction `id`: its parts wait (readers stop at them) and `floor()` — run under
+    /// the lock that [`Txns::pending_floor`] takes, so a watermark read never sees the floor
+    /// appear below a value it already answered — bounds the watermark until it is decided.
+    /// In memory only. Callers: [`crate::Log::begin_txn`].
+    pub(crate) fn begin(&self, id: u64, floor: impl FnOnce() -> Ulid) {
         self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Pending);
-        let parts = id as u16;
-        let r = self
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(TxnRecord::Begin { id, parts }, true);
-        if r.is_err() {
-            self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
-            self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        }
-        r
+        let mut live = lock(&self.live);
+        let epoch = live.first_epoch + live.epochs.len() as u64 - 1;
+        live.epochs.back_mut().expect("one epoch is always open").unsettled += 1;
+        let floor = floor();
+        live.pending.insert(id, (floor, epoch));
     }
 
     /// The lowest floor of the undecided transactions: a part of one of them may still appear
     /// (or become visible) above it, never at or below it. `None` when none is undecided.
     pub fn pending_floor(&self) -> Option<Ulid> {
-        self.floors.read().unwrap_or_else(|p| p.into_inner()).values().min().copied()
+        lock(&self.live).pending.values().map(|&(f, _)| f).min()
     }
 
-    /// Commits `id` whose parts are all appended: (shard, first ULID, count) each. Durable
-    /// before returning when `durable`.
-    pub fn commit(&self, id: u64, parts: Vec<format::TxnPart>, durable: bool) -> Result<()> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(TxnRecord::Commit { id, parts }, durable)?;
+    /// Commits `id`, whose parts (and outside participant) are all written: readers go on.
+    /// In memory only; the next checkpoint settles it once it has flushed the parts.
+    pub fn commit(&self, id: u64) {
+        let mut live = lock(&self.live);
+        if let Some((_, epoch)) = live.pending.remove(&id) {
+            let i = (epoch - live.first_epoch) as usize;
+            live.epochs[i].committed_unflushed += 1;
+        }
+        drop(live);
         self.states.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Aborts `id`, none of whose parts holds a ULID above `last` (`u128::MAX` if unknown):
+    /// readers skip its parts at once, and the `Aborted` record is made durable before this
+    /// returns. If that fails, the transaction stays unsettled, so recovery decides it from
+    /// what is on disk: the caller cannot tell its client that nothing was written.
+    pub fn abort(&self, id: u64, last: u128) -> Result<()> {
+        self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
+        let epoch = lock(&self.live).pending.remove(&id).map(|(_, e)| e);
+        let mut j = lock(&self.journal);
+        j.append(&TxnRecord::Aborted { id, last })?;
+        j.aborts.insert(id, last);
+        drop(j);
+        if let Some(e) = epoch {
+            let mut live = lock(&self.live);
+            let i = (e - live.first_epoch) as usize;
+            live.epochs[i].unsettled -= 1;
+        }
         Ok(())
     }
 
-    /// Aborts `id`: its parts are never visible. Readers skip them at once; the journal record
-    /// is made durable (if that fails, recovery aborts it anyway: it has no commit).
-    pub fn abort(&self, id: u64) -> Result<()> {
-        self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
-        self.floors.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.journal.lock().unwrap_or_else(|p| p.into_inner()).append(TxnRecord::Abort { id }, true)
+    /// Opens a new epoch at `positions()` (every shard's end, read under the lock that
+    /// `begin` takes) and takes the commits counted so far, which the checkpoint's flush is
+    /// about to make durable. Pass the snapshot to [`Txns::settle`] after the flush.
+    pub(crate) fn open_epoch(&self, positions: impl FnOnce() -> Vec<(u64, u64)>) -> EpochSnapshot {
+        let mut live = lock(&self.live);
+        let committed =
+            live.epochs.iter_mut().map(|e| std::mem::take(&mut e.committed_unflushed)).collect();
+        let positions = positions();
+        live.epochs.push_back(Epoch { positions, unsettled: 0, committed_unflushed: 0 });
+        EpochSnapshot { first_epoch: live.first_epoch, committed }
+    }
+
+    /// After the flush that followed `snap`: settles the commits it took, closes the epochs
+    /// with nothing unsettled, records the cut (durably, if it moved) and prunes the aborts
+    /// whose commits retention removed: no shard still holds a ULID at or below `last` when
+    /// `kept_from(last)` is false. Off the hot path (maintenance thread).
+    pub(crate) fn settle(
+        &self,
+        snap: EpochSnapshot,
+        still_held: impl Fn(u128) -> bool,
+    ) -> Result<()> {
+        let cut = {
+            let mut live = lock(&self.live);
+            for (k, n) in snap.committed.into_iter().enumerate() {
+                let number = snap.first_epoch + k as u64;
+                if number >= live.first_epoch {
+                    let i = (number - live.first_epoch) as usize;
+                    live.epochs[i].unsettled -= n;
+                }
+            }
+            while live.epochs.len() > 1 && live.epochs[0].unsettled == 0 {
+                live.epochs.pop_front();
+                live.first_epoch += 1;
+            }
+            live.epochs[0].positions.clone()
+        };
+        let mut j = lock(&self.journal);
+        let before = j.aborts.len();
+        let states = &self.states;
+        j.aborts.retain(|id, last| {
+            let keep = still_held(*last);
+            if !keep {
+                states.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+            }
+            keep
+        });
+        if j.aborts.len() < before || j.len > TXN_JOURNAL_BYTES_MAX {
+            j.cut = Some(cut);
+            return j.rewrite();
+        }
+        if j.cut.as_ref() != Some(&cut) {
+            j.append(&TxnRecord::Cut { positions: cut.clone() })?;
+            j.cut = Some(cut);
+        }
+        Ok(())
+    }
+
+    /// Aborted transactions still tracked (their parts may still be stored).
+    pub fn aborted_count(&self) -> usize {
+        lock(&self.journal).aborts.len()
+    }
+
+    /// Transactions begun and not yet decided.
+    pub fn pending_count(&self) -> usize {
+        lock(&self.live).pending.len()
     }
 }
 
 impl Journal {
-    /// Writes a fresh journal holding `keep`: temporary file, fsync, rename, dir fsync.
-    fn rewrite(path: &Path, keep: HashMap<u64, Kept>, commits: u64) -> Result<Journal> {
+    /// Replaces the file with one holding the aborts and the cut: temporary file, fsync,
+    /// rename, dir fsync.
+    fn rewrite(&mut self) -> Result<()> {
+        let path = self.path.clone();
         let tmp = path.with_extension("journal.tmp");
-        let io = |op, e| StorageError::io(op, path, e);
+        let io = |op, e| StorageError::io(op, &path, e);
         let mut bytes = format::encode_txn_journal_header().to_vec();
-        for (&id, k) in &keep {
-            match k {
-                Kept::Open { parts } => {
-                    bytes.extend_from_slice(&format::encode_txn_record(&TxnRecord::Begin {
-                        id,
-                        parts: *parts,
-                    }))
-                }
-                Kept::Committed { parts, record, .. } => {
-                    bytes.extend_from_slice(&format::encode_txn_record(&TxnRecord::Begin {
-                        id,
-                        parts: *parts,
-                    }));
-                    bytes.extend_from_slice(&format::encode_txn_record(record));
-                }
-                Kept::Aborted => {
-                    bytes.extend_from_slice(&format::encode_txn_record(&TxnRecord::Abort { id }))
-                }
-            }
+        for (&id, &last) in &self.aborts {
+            bytes.extend_from_slice(&format::encode_txn_record(&TxnRecord::Aborted { id, last }));
+        }
+        if let Some(positions) = &self.cut {
+            let cut = TxnRecord::Cut { positions: positions.clone() };
+            bytes.extend_from_slice(&format::encode_txn_record(&cut));
         }
         let mut f = File::create(&tmp).map_err(|e| io("create transaction journal", e))?;
         f.write_all(&bytes).map_err(|e| io("write transaction journal", e))?;
         f.sync_all().map_err(|e| io("fsync transaction journal", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io("rename transaction journal", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("rename transaction journal", e))?;
         if let Some(dir) = path.parent() {
             crate::segment::sync_dir(dir)?;
         }
-        let file = OpenOptions::new()
+        self.file = OpenOptions::new()
             .append(true)
-            .open(path)
+            .open(&path)
             .map_err(|e| io("open transaction journal", e))?;
-        Ok(Journal { path: path.to_owned(), file, len: bytes.len() as u64, keep, commits })
+        self.len = bytes.len() as u64;
+        Ok(())
     }
 
-    fn append(&mut self, r: TxnRecord, durable: bool) -> Result<()> {
-        let bytes = format::encode_txn_record(&r);
+    /// Appends `r` durably (fdatasync).
+    fn append(&mut self, r: &TxnRecord) -> Result<()> {
+        let bytes = format::encode_txn_record(r);
         let io = |op, e| StorageError::io(op, &self.path, e);
         let written =
             self.file.write_all(&bytes).map_err(|e| io("append to transaction journal", e));
@@ -306,45 +467,12 @@ impl Journal {
             let _ = self.file.set_len(self.len);
             return Err(e);
         }
-        if durable {
-            self.file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
-        }
+        self.file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
         self.len += bytes.len() as u64;
-        match r {
-            TxnRecord::Begin { id, parts } => {
-                self.keep.insert(id, Kept::Open { parts });
-            }
-            TxnRecord::Commit { id, .. } => {
-                let parts = id as u16;
-                self.keep.insert(id, Kept::Committed { parts, record: r, seq: self.commits });
-                self.commits += 1;
-            }
-            TxnRecord::Abort { id } => {
-                self.keep.insert(id, Kept::Aborted);
-            }
-        }
         Ok(())
     }
 }
 
-impl Txns {
-    /// The commit count to pass to [`Txns::settle`] once everything published now is on disk.
-    pub(crate) fn commits_so_far(&self) -> u64 {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner()).commits
-    }
-
-    /// Forgets the commits counted below `cut` (their parts are on disk: a checkpoint flushed
-    /// them) and compacts the journal if it outgrew [`TXN_JOURNAL_BYTES_MAX`]. Off the hot path.
-    pub(crate) fn settle(&self, cut: u64) -> Result<()> {
-        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        let before = j.keep.len();
-        j.keep.retain(|_, k| !matches!(k, Kept::Committed { seq, .. } if *seq < cut));
-        // Settled records must leave the file too: recovery would check their parts again, and
-        // retention may since have removed one of them.
-        if j.keep.len() < before || j.len > TXN_JOURNAL_BYTES_MAX {
-            let (keep, commits) = (j.keep.clone(), j.commits);
-            *j = Journal::rewrite(&j.path.clone(), keep, commits)?;
-        }
-        Ok(())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -138,27 +138,44 @@ pub const TXN_JOURNAL_HEADER_LEN: usize = 16;
 /// One part of a committed transaction: (shard, first ULID, commits).
 pub type TxnPart = (u32, u128, u32);
 
-/// One record of the transaction journal.
+/// One record of the transaction journal. This build writes `Aborted` and `Cut`; it still
+/// reads `Begin`, `Commit` and `Abort`, which earlier builds wrote, and decides what they left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnRecord {
-    /// A transaction of `parts` shard parts is about to be written.
+    /// (Earlier builds.) A transaction of `parts` shard parts is about to be written.
     Begin {
         /// Its id.
         id: u64,
         /// How many parts (shards) it has.
         parts: u16,
     },
-    /// Every part was appended: (shard, first ULID, commits) of each.
+    /// (Earlier builds.) Every part was appended: (shard, first ULID, commits) of each.
     Commit {
         /// Its id.
         id: u64,
         /// The parts.
         parts: Vec<TxnPart>,
     },
-    /// The transaction is aborted: its parts are never visible.
+    /// (Earlier builds.) The transaction is aborted: its parts are never visible.
     Abort {
         /// Its id.
         id: u64,
+    },
+    /// The transaction is aborted: its parts are never visible. None of them has a ULID above
+    /// `last` (`u128::MAX` when unknown), so the record can go once retention removed every
+    /// shard's commits up to `last`.
+    Aborted {
+        /// Its id.
+        id: u64,
+        /// The highest ULID any of its parts may hold.
+        last: u128,
+    },
+    /// Per shard, the (segment sequence, offset) from which recovery must look for parts of
+    /// undecided transactions: every transaction part before it is decided for good
+    /// (committed, with all its parts on disk, or aborted by an `Aborted` record before it).
+    Cut {
+        /// One (segment sequence, byte offset) per shard, in shard order.
+        positions: Vec<(u64, u64)>,
     },
 }
 
@@ -179,8 +196,10 @@ pub fn decode_txn_journal_header(b: &[u8]) -> Result<(), FormatError> {
 }
 
 /// Encodes a journal record: `u32` body length, `u32` CRC32C of the body, body = `u8` kind
-/// (1 begin, 2 commit, 3 abort), `u64` id, then for begin `u16` parts, for commit `u16` count
-/// and per part `u32` shard, `u128` first ULID, `u32` commits.
+/// (1 begin, 2 commit, 3 abort, 4 aborted, 5 cut), then for kinds 1–4 `u64` id and for begin
+/// `u16` parts, for commit `u16` count and per part `u32` shard, `u128` first ULID, `u32`
+/// commits, for aborted `u128` last ULID; for cut `u32` count and per shard `u64` segment
+/// sequence, `u64` offset.
 pub fn encode_txn_record(r: &TxnRecord) -> Vec<u8> {
     let mut body = Vec::with_capacity(32);
     match r {
@@ -203,6 +222,19 @@ pub fn encode_txn_record(r: &TxnRecord) -> Vec<u8> {
             body.push(3);
             body.extend_from_slice(&id.to_le_bytes());
         }
+        TxnRecord::Aborted { id, last } => {
+            body.push(4);
+            body.extend_from_slice(&id.to_le_bytes());
+            body.extend_from_slice(&last.to_le_bytes());
+        }
+        TxnRecord::Cut { positions } => {
+            body.push(5);
+            body.extend_from_slice(&(positions.len() as u32).to_le_bytes());
+            for (seq, off) in positions {
+                body.extend_from_slice(&seq.to_le_bytes());
+                body.extend_from_slice(&off.to_le_bytes());
+            }
+        }
     }
     let mut out = Vec::with_capacity(8 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -219,6 +251,15 @@ pub fn decode_txn_record(b: &[u8]) -> Option<(TxnRecord, usize)> {
     let body = b.get(8..8usize.checked_add(len)?)?;
     if crc32c::crc32c(body) != crc {
         return None;
+    }
+    if body.first() == Some(&5) {
+        let n = u32::from_le_bytes(body.get(1..5)?.try_into().ok()?) as usize;
+        if body.len() != 5 + n.checked_mul(16)? {
+            return None;
+        }
+        let positions =
+            (0..n).map(|i| (get_u64(body, 5 + i * 16), get_u64(body, 13 + i * 16))).collect();
+        return Some((TxnRecord::Cut { positions }, 8 + len));
     }
     let id = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
     let rec = match body.first()? {
@@ -239,6 +280,10 @@ pub fn decode_txn_record(b: &[u8]) -> Option<(TxnRecord, usize)> {
             TxnRecord::Commit { id, parts }
         }
         3 if body.len() == 9 => TxnRecord::Abort { id },
+        4 if body.len() == 25 => TxnRecord::Aborted {
+            id,
+            last: u128::from_le_bytes(body[9..25].try_into().expect("16 bytes")),
+        },
         _ => return None,
     };
     Some((rec, 8 + len))

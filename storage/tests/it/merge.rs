@@ -114,8 +114,8 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(7_000);
     let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
-    let id = log.txns().new_id(2);
-    log.begin_txn(id).unwrap();
+    let id = log.txns().new_id(2, false);
+    log.begin_txn(id, &[0, 1]);
     let a = w[0].append(&[part(id, b"part")]).unwrap();
     clock.advance_ms(1);
     let later = append_batch(&mut w[1], 0, 1)[0];
@@ -125,7 +125,7 @@ fn a_pending_transaction_part_holds_the_merge_until_decided() {
     assert!(merger.next().unwrap().is_none(), "the later commit must wait behind the pending part");
     assert!(merger.watermark().unwrap() < a.first);
     let b = w[1].append(&[part(id, b"part b")]).unwrap();
-    log.txns().commit(id, vec![(0, a.first.0, 1), (1, b.first.0, 1)], false).unwrap();
+    log.txns().commit(id);
     w[0].advance_high_water(clock.now_ms() + 3);
     w[1].advance_high_water(clock.now_ms() + 3);
     let order: Vec<Ulid> =
@@ -144,8 +144,8 @@ fn the_watermark_stays_below_an_undecided_part_queued_behind_a_commit() {
     // Shard 0's commit is queued in the merger: it will not peek past it.
     merger.watermark().unwrap();
     clock.advance_ms(1);
-    let id = log.txns().new_id(1);
-    log.begin_txn(id).unwrap();
+    let id = log.txns().new_id(1, false);
+    log.begin_txn(id, &[0]);
     let part = w[0].append(&[part(id, b"part")]).unwrap();
     clock.advance_ms(1);
     w[0].advance_high_water(clock.now_ms());
@@ -156,7 +156,7 @@ fn the_watermark_stays_below_an_undecided_part_queued_behind_a_commit() {
     assert!(wm < part.first, "watermark {wm} passes the undecided part {}", part.first);
     assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(plain));
     assert!(merger.next().unwrap().is_none(), "the merge stops before the part");
-    log.txns().commit(id, vec![(0, part.first.0, 1)], false).unwrap();
+    log.txns().commit(id);
     assert!(merger.watermark().unwrap() >= part.first);
     assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(part.first));
 }
