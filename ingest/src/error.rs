@@ -112,6 +112,13 @@ pub enum ApiError {
         /// The deadline.
         timeout_ms: u64,
     },
+    /// The write may or may not have happened and the server cannot tell yet (the contract's
+    /// meaning of a `504` on writes): a retry with the same Idempotency-Key returns its outcome.
+    #[error("the outcome of the write is not known: {reason}")]
+    OutcomeUnknown {
+        /// Why.
+        reason: String,
+    },
     /// The disk is full.
     #[error("disk full: {detail}")]
     DiskFull {
@@ -148,6 +155,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            ApiError::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::CursorExpired { .. } => (StatusCode::GONE, "cursor_expired"),
             ApiError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

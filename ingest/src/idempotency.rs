@@ -2,25 +2,32 @@
 //! `idempotency_ttl_ms` (10 minutes), durably, and a repeat gets it back with
 //! `"duplicate": true` without writing anything.
 //!
+//! A keyed request is a transaction (`storage::txn`) whose participants are its shard parts
+//! and its record here: the id has `txn::EXTERNAL` set. The record (key, response, transaction
+//! id) is appended to `{data_dir}/idempotency.log` after the parts are appended and before the
+//! transaction is committed (made visible) and answered — fdatasync'd for `sync` writes, one
+//! fdatasync for every record appended meanwhile (group commit). Recovery commits the
+//! transaction only if its record is on disk ([`Idempotency::holder`]), and a record whose
+//! transaction recovery aborted is dropped ([`Idempotency::forget_aborted`]): so after any
+//! crash either the commits and their record both exist (a retry is answered `"duplicate"`)
+//! or neither does (a retry writes them).
+//!
 //! In memory a key is `InFlight` while its first request runs — a concurrent duplicate waits
-//! for it rather than writing twice — then `Done`. On disk, `{data_dir}/idempotency.log` is an
-//! append-only file of CRC32C-checked records written after the commits and before the answer
-//! (fdatasync'd for `sync` writes); it is read back at start (a torn last record is cut) and
-//! rewritten without expired entries when it grows past `IDEMPOTENCY_FILE_BYTES_MAX`.
+//! for it rather than writing twice — then `Done`. The file is read back at start (a torn last
+//! record is cut) and rewritten without expired entries when it grows past
+//! `IDEMPOTENCY_FILE_BYTES_MAX`.
 //!
 //! Limits: keys by count (`idempotency_keys_max`) and bytes (`idempotency_bytes_max`); past
-//! them the oldest finished keys are evicted early (counted). What it is not exact about: a crash
-//! after the commits were written but before their record was, followed by a retry, writes the
-//! commits again (the record is not part of the commits' own atomic append).
+//! them the oldest finished keys are evicted early (counted).
 
 use bytes::Bytes;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// The file is compacted when it grows past this.
@@ -32,8 +39,22 @@ type Id = (String, String); // (log, key)
 
 #[derive(Debug)]
 enum Slot {
-    InFlight(watch::Receiver<()>),
-    Done { at_ms: u64, response: Bytes },
+    /// The first request runs; once its record is appended (not yet answered) it is `record`,
+    /// which a compaction keeps.
+    InFlight {
+        rx: watch::Receiver<()>,
+        record: Option<Record>,
+    },
+    Done(Record),
+}
+
+/// What the file holds for a key.
+#[derive(Debug, Clone)]
+struct Record {
+    at_ms: u64,
+    response: Bytes,
+    /// The transaction the first request's commits were written in (none: it wrote nothing).
+    txn: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +69,12 @@ struct State {
 #[derive(Debug)]
 pub struct Idempotency {
     state: Mutex<State>,
-    file: Mutex<File>,
+    file: Mutex<Appender>,
+    /// (generation, length) of the file known to be on disk: one fdatasync covers every
+    /// record appended before it started.
+    synced: Mutex<(u64, u64)>,
+    /// Transactions whose record was in the file at open, per log (what recovery asks).
+    recorded: Mutex<HashMap<String, HashSet<u64>>>,
     path: PathBuf,
     ttl_ms: u64,
     keys_max: usize,
@@ -57,6 +83,28 @@ pub struct Idempotency {
     pub evictions: AtomicU64,
     /// Repeats answered from the store.
     pub replays: AtomicU64,
+}
+
+/// The open file: appended to under its lock, synced outside it.
+#[derive(Debug)]
+struct Appender {
+    file: Arc<File>,
+    len: u64,
+    /// Bumped by every compaction (which writes a new file, synced whole).
+    generation: u64,
+}
+
+/// The idempotency records of one log as a participant of its transactions.
+#[derive(Debug)]
+pub struct Holder {
+    store: Arc<Idempotency>,
+    log: String,
+}
+
+impl storage::External for Holder {
+    fn holds(&self, id: u64) -> bool {
+        crate::lock(&self.store.recorded).get(&self.log).is_some_and(|s| s.contains(&id))
+    }
 }
 
 /// What a request with a key should do.
@@ -100,9 +148,19 @@ impl Idempotency {
                 at += len;
             }
         }
+        let mut recorded: HashMap<String, HashSet<u64>> = HashMap::new();
+        for (_, (log, _), r) in &records {
+            if let Some(txn) = r.txn {
+                recorded.entry(log.clone()).or_default().insert(txn);
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
         let store = Idempotency {
             state: Mutex::new(State::default()),
-            file: Mutex::new(OpenOptions::new().create(true).append(true).open(&path)?),
+            file: Mutex::new(Appender { file: Arc::new(file), len, generation: 0 }),
+            synced: Mutex::new((0, len)),
+            recorded: Mutex::new(recorded),
             path,
             ttl_ms,
             keys_max,
@@ -112,9 +170,9 @@ impl Idempotency {
         };
         {
             let mut st = crate::lock(&store.state);
-            for (at_ms, id, response) in records {
+            for (at_ms, id, record) in records {
                 if at_ms + ttl_ms > now_ms {
-                    store.insert_done(&mut st, id, at_ms, response);
+                    store.insert_done(&mut st, id, record);
                 }
             }
         }
@@ -128,61 +186,133 @@ impl Idempotency {
         let id = (log.to_owned(), key.to_owned());
         let mut st = crate::lock(&self.state);
         match st.slots.get(&id) {
-            Some(Slot::Done { at_ms, response }) if at_ms + self.ttl_ms > now_ms => {
+            Some(Slot::Done(r)) if r.at_ms + self.ttl_ms > now_ms => {
                 self.replays.fetch_add(1, Ordering::Relaxed);
-                let mut v: Value = serde_json::from_slice(response).unwrap_or(Value::Null);
+                let mut v: Value = serde_json::from_slice(&r.response).unwrap_or(Value::Null);
                 v["duplicate"] = Value::Bool(true);
                 Claim::Replay(v)
             }
-            Some(Slot::InFlight(rx)) => Claim::Wait(rx.clone()),
+            Some(Slot::InFlight { rx, .. }) => Claim::Wait(rx.clone()),
             _ => {
                 let (tx, rx) = watch::channel(());
-                if let Some(Slot::Done { response, .. }) = st.slots.insert(id, Slot::InFlight(rx)) {
-                    st.bytes -= response.len();
+                let fresh = Slot::InFlight { rx, record: None };
+                if let Some(Slot::Done(r)) = st.slots.insert(id, fresh) {
+                    st.bytes -= r.response.len();
                 }
                 Claim::New(tx)
             }
         }
     }
 
-    /// Records the first response of `key` (durably, synced when `sync`) and releases waiters.
-    /// Blocking (file I/O).
+    /// Records the first response of `key`, whose commits are transaction `txn` (none if it
+    /// wrote nothing): appends the record, makes it durable when `sync` (sharing the
+    /// fdatasync with every record appended meanwhile), then runs `publish` (which commits the
+    /// transaction) and only then lets repeats replay it. On an error nothing is published
+    /// and the key is free again; the caller aborts the transaction. Blocking (file I/O).
+    #[allow(clippy::too_many_arguments)] // each is one fact of the record or its release
     pub fn complete(
         &self,
         log: &str,
         key: &str,
         response: &Value,
+        txn: Option<u64>,
         sync: bool,
         now_ms: u64,
         done: watch::Sender<()>,
+        publish: impl FnOnce(),
     ) -> std::io::Result<()> {
         let id = (log.to_owned(), key.to_owned());
         let bytes = Bytes::from(serde_json::to_vec(response).expect("a JSON value serialises"));
-        // File and memory change under the file lock together, so a compaction (which holds
-        // it too) never rewrites the file without a record that was just appended.
-        let mut f = crate::lock(&self.file);
-        let written = append(&mut f, &encode(now_ms, &id, &bytes), sync);
+        let record = Record { at_ms: now_ms, response: bytes, txn };
+        let written = self.append(&id, &record).and_then(|at| {
+            if sync {
+                self.sync_through(at)?;
+            }
+            Ok(at)
+        });
         let mut st = crate::lock(&self.state);
         match &written {
-            Ok(_) => self.insert_done(&mut st, id, now_ms, bytes),
+            Ok(_) => {
+                publish();
+                self.insert_done(&mut st, id, record);
+            }
             Err(_) => {
                 st.slots.remove(&id);
             }
         }
         drop(st);
         drop(done);
-        let compact = matches!(written, Ok(len) if len > IDEMPOTENCY_FILE_BYTES_MAX);
-        if compact {
-            self.compact_locked(&mut f)?;
+        if matches!(written, Ok((_, len)) if len > IDEMPOTENCY_FILE_BYTES_MAX) {
+            self.compact()?;
         }
         written.map(|_| ())
+    }
+
+    /// Appends `record` of key `id`, still in flight; answers the (generation, length) that
+    /// holds it. File and memory change under the file lock together, so a compaction (which
+    /// holds it too) never rewrites the file without a record that was just appended.
+    fn append(&self, id: &Id, record: &Record) -> std::io::Result<(u64, u64)> {
+        let mut f = crate::lock(&self.file);
+        let bytes = encode(id, record);
+        if let Err(e) = (&*f.file).write_all(&bytes) {
+            // Cut a partial record off, or every later record would be unreadable after it.
+            let _ = f.file.set_len(f.len);
+            return Err(e);
+        }
+        f.len += bytes.len() as u64;
+        if let Some(Slot::InFlight { record: r, .. }) = crate::lock(&self.state).slots.get_mut(id) {
+            *r = Some(record.clone());
+        }
+        Ok((f.generation, f.len))
+    }
+
+    /// Makes the file durable at least through `at` (generation, length): waits for a sync
+    /// in progress, and syncs only if that one did not cover `at`.
+    fn sync_through(&self, at: (u64, u64)) -> std::io::Result<()> {
+        let mut synced = crate::lock(&self.synced);
+        if *synced >= at {
+            return Ok(());
+        }
+        let (file, now) = {
+            let f = crate::lock(&self.file);
+            (Arc::clone(&f.file), (f.generation, f.len))
+        };
+        // A compaction since `at` wrote a new file synced whole: syncing it covers `at` too.
+        file.sync_data()?;
+        *synced = (*synced).max(now);
+        Ok(())
+    }
+
+    /// Drops the records of `log` whose transaction recovery aborted (their commits were
+    /// never made visible), so a retry writes them. Call once the log is recovered.
+    pub fn forget_aborted(&self, log: &str, aborted: impl Fn(u64) -> bool) {
+        let mut st = crate::lock(&self.state);
+        let gone: Vec<Id> = st
+            .slots
+            .iter()
+            .filter(|((l, _), s)| {
+                l == log && matches!(s, Slot::Done(r) if r.txn.is_some_and(&aborted))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(Slot::Done(r)) = st.slots.remove(&id) {
+                st.bytes -= r.response.len();
+            }
+        }
+        crate::lock(&self.recorded).remove(log);
+    }
+
+    /// The participant that recovery of `log` asks about its keyed transactions.
+    pub fn holder(self: &Arc<Self>, log: &str) -> Arc<dyn storage::External> {
+        Arc::new(Holder { store: Arc::clone(self), log: log.to_owned() })
     }
 
     /// Forgets an in-flight key whose request failed (nothing was written): a retry runs anew.
     pub fn abandon(&self, log: &str, key: &str, done: watch::Sender<()>) {
         let id = (log.to_owned(), key.to_owned());
         let mut st = crate::lock(&self.state);
-        if matches!(st.slots.get(&id), Some(Slot::InFlight(_))) {
+        if matches!(st.slots.get(&id), Some(Slot::InFlight { .. })) {
             st.slots.remove(&id);
         }
         drop(st);
@@ -199,13 +329,12 @@ impl Idempotency {
         self.len() == 0
     }
 
-    fn insert_done(&self, st: &mut State, id: Id, at_ms: u64, response: Bytes) {
-        st.bytes += response.len();
+    fn insert_done(&self, st: &mut State, id: Id, record: Record) {
+        let at_ms = record.at_ms;
+        st.bytes += record.response.len();
         st.order.push_back((at_ms, id.clone()));
-        if let Some(Slot::Done { response: old, .. }) =
-            st.slots.insert(id, Slot::Done { at_ms, response })
-        {
-            st.bytes -= old.len();
+        if let Some(Slot::Done(old)) = st.slots.insert(id, Slot::Done(record)) {
+            st.bytes -= old.response.len();
         }
         // Expired first, then (over the limits) the oldest.
         while let Some((at, oldest)) = st.order.front().cloned() {
@@ -215,10 +344,10 @@ impl Idempotency {
                 break;
             }
             st.order.pop_front();
-            if let Some(Slot::Done { at_ms: a, response }) = st.slots.get(&oldest)
-                && *a == at
+            if let Some(Slot::Done(r)) = st.slots.get(&oldest)
+                && r.at_ms == at
             {
-                st.bytes -= response.len();
+                st.bytes -= r.response.len();
                 st.slots.remove(&oldest);
                 if !expired {
                     self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -227,61 +356,60 @@ impl Idempotency {
         }
     }
 
-    /// Rewrites the file with the live finished keys: temporary file, fsync, rename.
+    /// Rewrites the file with the live keys (finished, and in flight with their record
+    /// appended): temporary file, fsync, rename, dir fsync.
     fn compact(&self) -> std::io::Result<()> {
         let mut f = crate::lock(&self.file);
-        self.compact_locked(&mut f)
-    }
-
-    fn compact_locked(&self, f: &mut File) -> std::io::Result<()> {
         let records: Vec<Vec<u8>> = {
             let st = crate::lock(&self.state);
             // Oldest first, so that a reload evicts in the same order.
-            let mut done: Vec<(u64, &Id, &Bytes)> = st
+            let mut live: Vec<(&Id, &Record)> = st
                 .slots
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    Slot::Done { at_ms, response } => Some((*at_ms, id, response)),
-                    Slot::InFlight(_) => None,
+                    Slot::Done(r) | Slot::InFlight { record: Some(r), .. } => Some((id, r)),
+                    Slot::InFlight { record: None, .. } => None,
                 })
                 .collect();
-            done.sort_by_key(|d| d.0);
-            done.into_iter().map(|(at, id, r)| encode(at, id, r)).collect()
+            live.sort_by_key(|(_, r)| r.at_ms);
+            live.into_iter().map(|(id, r)| encode(id, r)).collect()
         };
         let tmp = self.path.with_extension("log.tmp");
         let mut out = File::create(&tmp)?;
+        let mut len = 0;
         for r in &records {
             out.write_all(r)?;
+            len += r.len() as u64;
         }
         out.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        *f = OpenOptions::new().append(true).open(&self.path)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        *f = Appender { file: Arc::new(file), len, generation: f.generation + 1 };
         Ok(())
     }
 }
 
-/// Appends a record; returns the file's new length.
-fn append(f: &mut File, record: &[u8], sync: bool) -> std::io::Result<u64> {
-    f.write_all(record)?;
-    if sync {
-        f.sync_data()?;
-    }
-    Ok(f.metadata()?.len())
-}
+/// Set in the `at_ms` word of a record followed by a transaction id.
+const HAS_TXN: u64 = 1 << 63;
 
-/// Record: `u32` length of what follows the CRC, `u32` CRC32C of it, `u64` at_ms, `u16` log
-/// length, log, `u16` key length, key, response JSON. Little-endian.
-fn encode(at_ms: u64, id: &Id, response: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(12 + id.0.len() + id.1.len() + response.len());
-    body.extend_from_slice(&at_ms.to_le_bytes());
+/// Record: `u32` length of what follows the CRC, `u32` CRC32C of it, `u64` at_ms (its top bit
+/// [`HAS_TXN`] set when a `u64` transaction id follows), `u16` log length, log, `u16` key
+/// length, key, response JSON. Little-endian.
+fn encode(id: &Id, r: &Record) -> Vec<u8> {
+    let mut body = Vec::with_capacity(20 + id.0.len() + id.1.len() + r.response.len());
+    let word = r.at_ms | if r.txn.is_some() { HAS_TXN } else { 0 };
+    body.extend_from_slice(&word.to_le_bytes());
+    if let Some(txn) = r.txn {
+        body.extend_from_slice(&txn.to_le_bytes());
+    }
     for part in [id.0.as_bytes(), id.1.as_bytes()] {
         body.extend_from_slice(&(part.len() as u16).to_le_bytes());
         body.extend_from_slice(part);
     }
-    body.extend_from_slice(response);
+    body.extend_from_slice(&r.response);
     let mut out = Vec::with_capacity(8 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -289,15 +417,22 @@ fn encode(at_ms: u64, id: &Id, response: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode(b: &[u8]) -> Option<((u64, Id, Bytes), usize)> {
+fn decode(b: &[u8]) -> Option<((u64, Id, Record), usize)> {
     let len = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
     let body = b.get(8..8 + len)?;
     if crc32c::crc32c(body) != crc {
         return None;
     }
-    let at_ms = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let word = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let at_ms = word & !HAS_TXN;
     let mut at = 8;
+    let txn = if word & HAS_TXN != 0 {
+        at += 8;
+        Some(u64::from_le_bytes(body.get(8..16)?.try_into().ok()?))
+    } else {
+        None
+    };
     let mut parts = Vec::new();
     for _ in 0..2 {
         let n = u16::from_le_bytes(body.get(at..at + 2)?.try_into().ok()?) as usize;
@@ -306,7 +441,8 @@ fn decode(b: &[u8]) -> Option<((u64, Id, Bytes), usize)> {
     }
     let key = parts.pop()?;
     let log = parts.pop()?;
-    Some(((at_ms, (log, key), Bytes::copy_from_slice(body.get(at..)?)), 8 + len))
+    let record = Record { at_ms, response: Bytes::copy_from_slice(body.get(at..)?), txn };
+    Some(((at_ms, (log, key), record), 8 + len))
 }
 
 #[cfg(test)]
@@ -321,11 +457,55 @@ mod tests {
                 "log",
                 key,
                 &serde_json::json!({"count": n, "duplicate": false}),
+                Some(n),
                 true,
                 now,
                 tx,
+                || (),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn recovery_asks_the_records_on_disk_and_aborted_ones_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Idempotency::open(dir.path(), 600_000, 100, 1 << 20, 0).unwrap();
+        done(&store, "a", 7, 0);
+        done(&store, "b", 8, 0);
+        drop(store);
+        let store = Arc::new(Idempotency::open(dir.path(), 600_000, 100, 1 << 20, 0).unwrap());
+        let holder = store.holder("log");
+        assert!(holder.holds(7) && holder.holds(8) && !holder.holds(9));
+        assert!(!store.holder("other").holds(7), "transactions are per log");
+        store.forget_aborted("log", |txn| txn == 8);
+        assert!(matches!(store.claim("log", "a", 1), Claim::Replay(_)));
+        assert!(matches!(store.claim("log", "b", 1), Claim::New(_)), "its commits never showed");
+    }
+
+    #[test]
+    fn a_failed_publish_path_never_replays_and_concurrent_syncs_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Idempotency::open(dir.path(), 600_000, 10_000, 1 << 24, 0).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        done(&store, &format!("{t}-{i}"), t * 100 + i, 0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Until `publish` ran, a repeat waits: it never replays an unpublished answer.
+        let Claim::New(tx) = store.claim("log", "late", 0) else { panic!() };
+        assert!(matches!(store.claim("log", "late", 0), Claim::Wait(_)));
+        store.abandon("log", "late", tx);
+        drop(store);
+        let store = Idempotency::open(dir.path(), 600_000, 10_000, 1 << 24, 0).unwrap();
+        assert_eq!(store.len(), 400);
     }
 
     #[test]

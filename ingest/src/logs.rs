@@ -161,6 +161,8 @@ pub struct Registry {
     next_id: AtomicU64,
     opts: LogOptions,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The idempotency records, a participant of every log's keyed transactions.
+    idempotency: Arc<crate::idempotency::Idempotency>,
     /// Serialises creation and deletion (never on the write path of existing logs).
     admin: std::sync::Mutex<()>,
 }
@@ -172,6 +174,7 @@ impl Registry {
         data_dir: &std::path::Path,
         opts: LogOptions,
         metrics: Arc<crate::metrics::Metrics>,
+        idempotency: Arc<crate::idempotency::Idempotency>,
     ) -> std::io::Result<Registry> {
         let dir = data_dir.join("logs");
         std::fs::create_dir_all(&dir)?;
@@ -181,6 +184,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             opts,
             metrics,
+            idempotency,
             admin: std::sync::Mutex::new(()),
         })
     }
@@ -258,9 +262,13 @@ impl Registry {
         let opts = LogOptions {
             shards: settings.shards,
             retention: settings.retention,
+            external: self.idempotency.holder(name),
             ..self.opts.clone()
         };
         let (log, shard_writers, report) = Log::open_with_report(self.dir.join(name), opts)?;
+        // A keyed request whose transaction recovery aborted never wrote: its retry must.
+        self.idempotency
+            .forget_aborted(name, |txn| log.txns().visibility(txn) == storage::Visibility::Aborted);
         for (segment, offset, reason) in &report.torn_tails {
             tracing::warn!(log = name, segment = %segment.display(), offset, reason, "recovery cut a torn tail");
         }

@@ -30,17 +30,19 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
         metrics: metrics.storage.clone(),
         ..LogOptions::default()
     };
-    let registry = Registry::new(&config.data_dir, opts, Arc::clone(&metrics))?;
-    let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-    let body_budget = tokio::sync::Semaphore::new(kib);
-    let config_dir = config.data_dir.clone();
-    let idempotency = crate::idempotency::Idempotency::open(
+    // Before the logs: their recovery asks it which keyed transactions have their record.
+    let idempotency = Arc::new(crate::idempotency::Idempotency::open(
         &config.data_dir,
         config.idempotency_ttl_ms,
         config.idempotency_keys_max,
         config.idempotency_bytes_max,
         idgen::Clock::now_ms(&idgen::SystemClock),
-    )?;
+    )?);
+    let registry =
+        Registry::new(&config.data_dir, opts, Arc::clone(&metrics), Arc::clone(&idempotency))?;
+    let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+    let body_budget = tokio::sync::Semaphore::new(kib);
+    let config_dir = config.data_dir.clone();
     Ok(Arc::new(AppState {
         config,
         registry,

@@ -54,9 +54,7 @@ impl LogInner {
     pub(crate) fn checkpoint(&self) -> Result<()> {
         // Transactions committed before the flush below have their parts on disk after it; a
         // transaction begun from now on writes beyond the shards' ends now.
-        let snap = self
-            .txns
-            .open_epoch(|| self.shards.iter().map(|s| s.end_position()).collect());
+        let snap = self.txns.open_epoch(|| self.shards.iter().map(|s| s.end_position()).collect());
         let mut entries = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let snapshot = shard.segments.load_full();

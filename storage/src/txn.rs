@@ -82,7 +82,9 @@ impl External for NoExternal {
 /// participant if `external`: 48 random bits, then the [`EXTERNAL`] bit, then the part count.
 pub fn new_id(parts: u16, external: bool) -> u64 {
     debug_assert!(u64::from(parts) <= PARTS_MASK);
-    (fastrand::u64(..) << 16) | if external { EXTERNAL } else { 0 } | (u64::from(parts) & PARTS_MASK)
+    (fastrand::u64(..) << 16)
+        | if external { EXTERNAL } else { 0 }
+        | (u64::from(parts) & PARTS_MASK)
 }
 
 /// How many shard parts transaction `id` has.
@@ -202,11 +204,7 @@ impl Txns {
             .open(&path)
             .map_err(|e| StorageError::io("open transaction journal", &path, e))?;
         let len = bytes.len() as u64;
-        let first = Epoch {
-            positions: vec![(0, 0); shards],
-            unsettled: 0,
-            committed_unflushed: 0,
-        };
+        let first = Epoch { positions: vec![(0, 0); shards], unsettled: 0, committed_unflushed: 0 };
         Ok(Txns {
             states: RwLock::new(states),
             live: Mutex::new(Live {
@@ -241,7 +239,11 @@ impl Txns {
         let mut scanned = 0;
         let (cut, legacy_open, legacy_committed) = {
             let mut j = lock(&self.journal);
-            (j.cut.clone(), std::mem::take(&mut j.legacy_open), std::mem::take(&mut j.legacy_committed))
+            (
+                j.cut.clone(),
+                std::mem::take(&mut j.legacy_open),
+                std::mem::take(&mut j.legacy_committed),
+            )
         };
         let mut aborted_now: Vec<(u64, u128)> =
             legacy_open.into_iter().map(|id| (id, u128::MAX)).collect();

@@ -104,7 +104,7 @@ pub(super) async fn post_commits(
         return Err(ApiError::Deadline { timeout_ms });
     }
     let Some(key) = key else {
-        return tokio::time::timeout_at(deadline, run.execute())
+        return tokio::time::timeout_at(deadline, run.spawn(None, deadline, timeout_ms))
             .await
             .map_err(deadline_hit)?
             .map(Json);
@@ -122,36 +122,16 @@ pub(super) async fn post_commits(
             }
             Claim::New(done) => {
                 // The write runs to its end even if this request times out, and records its
-                // answer, so a retry with the same key gets it instead of writing again.
-                let task = tokio::spawn(async move {
-                    let (log, key) = (run.entry.name.clone(), key);
-                    let st = Arc::clone(&run.st);
-                    let sync = run.durability == Durability::Sync;
-                    match run.execute().await {
-                        Ok(v) => {
-                            let v2 = v.clone();
-                            blocking(move || {
-                                st.idempotency
-                                    .complete(&log, &key, &v2, sync, now_ms(), done)
-                                    .map_err(|e| {
-                                        ApiError::Internal(format!(
-                                            "recording the idempotency key: {e}"
-                                        ))
-                                    })
-                            })
-                            .await?;
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            st.idempotency.abandon(&log, &key, done);
-                            Err(e)
-                        }
-                    }
-                });
-                let joined = tokio::time::timeout_at(deadline, task).await.map_err(deadline_hit)?;
-                return joined
-                    .map_err(|e| ApiError::Internal(format!("write task failed: {e}")))?
-                    .map(Json);
+                // answer inside its own transaction, so a retry with the same key gets it
+                // instead of writing again.
+                let keyed = Keyed { key, done };
+                return tokio::time::timeout_at(
+                    deadline,
+                    run.spawn(Some(keyed), deadline, timeout_ms),
+                )
+                .await
+                .map_err(deadline_hit)?
+                .map(Json);
             }
         }
     }
@@ -171,10 +151,96 @@ struct Run {
     ids: bool,
 }
 
+/// The Idempotency-Key of a write and the claim it holds.
+struct Keyed {
+    key: String,
+    done: tokio::sync::watch::Sender<()>,
+}
+
 impl Run {
+    /// Runs the write in a task of its own, so that a transaction always reaches its decision
+    /// (and a keyed write its record) even if the request times out or its client leaves.
+    async fn spawn(
+        self,
+        keyed: Option<Keyed>,
+        deadline: tokio::time::Instant,
+        timeout_ms: u64,
+    ) -> Result<Value, ApiError> {
+        tokio::spawn(self.execute(keyed, deadline, timeout_ms))
+            .await
+            .map_err(|e| ApiError::Internal(format!("write task failed: {e}")))?
+    }
+
     /// Writes and builds the response body.
-    async fn execute(self) -> Result<Value, ApiError> {
-        let ids = write(&self.st, &self.entry, &self.batch, self.durability).await?;
+    ///
+    /// One shard's part of an unkeyed request is a plain batch. Parts on several shards, and
+    /// any keyed request, are one transaction (`storage::txn`): begun once every writer queue
+    /// it needs has a slot reserved (so a `503` leaves nothing behind), its parts appended as
+    /// pending, then — for a keyed request — its idempotency record appended (the outside
+    /// participant), then committed in memory. No file is written for the transaction itself.
+    async fn execute(
+        self,
+        keyed: Option<Keyed>,
+        deadline: tokio::time::Instant,
+        timeout_ms: u64,
+    ) -> Result<Value, ApiError> {
+        let (st, entry) = (&self.st, &self.entry);
+        let cpu = rustix::thread::sched_getcpu();
+        let plan = if self.batch.commits.is_empty() {
+            Default::default()
+        } else {
+            entry.plan(&self.batch, st.writers.count(), cpu)
+        };
+        let txn = (plan.len() > 1 || (keyed.is_some() && !plan.is_empty()))
+            .then(|| entry.log.txns().new_id(plan.len() as u16, keyed.is_some()));
+        let written = if tokio::time::Instant::now() >= deadline {
+            // Queued behind other work past the deadline: nothing was handed to a writer.
+            Err(ApiError::Deadline { timeout_ms })
+        } else {
+            write_parts(st, entry, &self.batch, self.durability, plan, txn, cpu).await
+        };
+        let ids = match written {
+            Ok(ids) => ids,
+            Err(e) => {
+                if let Some(k) = keyed {
+                    st.idempotency.abandon(&entry.name, &k.key, k.done);
+                }
+                return Err(e);
+            }
+        };
+        let response = self.response(&ids);
+        match (keyed, txn) {
+            (Some(k), txn) => {
+                let (st2, entry2, v) = (Arc::clone(st), Arc::clone(entry), response.clone());
+                let sync = self.durability == Durability::Sync;
+                let recorded = blocking(move || {
+                    let publish = || {
+                        if let Some(id) = txn {
+                            entry2.log.txns().commit(id);
+                        }
+                    };
+                    st2.idempotency
+                        .complete(&entry2.name, &k.key, &v, txn, sync, now_ms(), k.done, publish)
+                        .map_err(|e| {
+                            ApiError::Internal(format!("recording the idempotency key: {e}"))
+                        })
+                })
+                .await;
+                if let Err(e) = recorded {
+                    if let Some(id) = txn {
+                        abort(entry, id).await?;
+                    }
+                    return Err(e);
+                }
+            }
+            (None, Some(id)) => entry.log.txns().commit(id),
+            (None, None) => {}
+        }
+        Ok(response)
+    }
+
+    /// The response of a write that got `ids`, counted in the metrics.
+    fn response(&self, ids: &[Ulid]) -> Value {
         let m = &self.entry.metrics;
         m.commits.inc_by(ids.len() as u64);
         let b = &self.batch;
@@ -196,8 +262,24 @@ impl Run {
         out.insert("last_id".into(), ids.last().map_or(Value::Null, text));
         out.insert("durability".into(), json!(self.durability.as_str()));
         out.insert("duplicate".into(), json!(false));
-        Ok(Value::Object(out))
+        Value::Object(out)
     }
+}
+
+/// Aborts transaction `id` after a failed part or record: its parts are hidden at once, and
+/// for good once the abort is journaled. If it cannot be journaled, recovery decides from what
+/// is on disk, so the client is told the outcome is not known rather than that it failed.
+async fn abort(entry: &Arc<LogEntry>, id: u64) -> Result<(), ApiError> {
+    let e = Arc::clone(entry);
+    blocking(move || {
+        // Every part written is at or below its shard's mark (raised after each publish).
+        let last = e.log.shards().iter().map(|s| s.high_water().0).max().unwrap_or(u128::MAX);
+        e.log.txns().abort(id, last).map_err(|err| {
+            tracing::error!(txn = id, error = %err, "journaling an abort failed");
+            ApiError::OutcomeUnknown { reason: "the abort could not be recorded".into() }
+        })
+    })
+    .await
 }
 
 async fn read_and_parse(
@@ -262,73 +344,31 @@ async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, A
     .await
 }
 
-/// Writes the batch: one shard's part as one batch; parts on several shards as one
-/// cross-shard transaction (`storage::txn`), run in its own task so that it always reaches a
-/// decision (commit or abort) even if the request times out. IDs come back in request order.
-async fn write(
-    st: &Arc<AppState>,
-    entry: &Arc<LogEntry>,
-    batch: &Arc<Batch>,
-    durability: Durability,
-) -> Result<Vec<Ulid>, ApiError> {
-    if batch.commits.is_empty() {
-        return Ok(Vec::new());
-    }
-    let cpu = rustix::thread::sched_getcpu();
-    let plan = entry.plan(batch, st.writers.count(), cpu);
-    if plan.len() == 1 {
-        return write_parts(st, entry, batch, durability, plan, None, cpu)
-            .await
-            .map(|(ids, _)| ids);
-    }
-    let (st, entry, batch) = (Arc::clone(st), Arc::clone(entry), Arc::clone(batch));
-    let task = tokio::spawn(async move {
-        let id = entry.log.txns().new_id(plan.len() as u16);
-        let e = Arc::clone(&entry);
-        blocking(move || e.log.begin_txn(id).map_err(ApiError::from)).await?;
-        let result = write_parts(&st, &entry, &batch, durability, plan, Some(id), cpu).await;
-        let e = Arc::clone(&entry);
-        match result {
-            Ok((ids, parts)) => {
-                let sync = durability == Durability::Sync;
-                let committed =
-                    blocking(move || e.log.txns().commit(id, parts, sync).map_err(ApiError::from))
-                        .await;
-                if let Err(err) = committed {
-                    // The commit record may or may not be on disk; abort it (readers skip it now,
-                    // and the abort record, once durable, wins at recovery).
-                    let e = Arc::clone(&entry);
-                    let _ = blocking(move || e.log.txns().abort(id).map_err(ApiError::from)).await;
-                    return Err(err);
-                }
-                Ok(ids)
-            }
-            Err(err) => {
-                blocking(move || e.log.txns().abort(id).map_err(ApiError::from)).await?;
-                Err(err)
-            }
-        }
-    });
-    task.await.map_err(|e| ApiError::Internal(format!("transaction task failed: {e}")))?
-}
-
 /// Queues each shard's part on its writer — all parts or none (`503` when a queue is full) —
-/// and collects the IDs in request order and each part's (shard, first ULID, count). `cpu` is
-/// the core the request ran on (a handoff to another core's writer is counted as crossed).
+/// and collects the IDs in request order. Transaction `txn` (if any) begins once every slot
+/// is reserved, and is aborted here if a part fails. `cpu` is the core the request ran on (a
+/// handoff to another core's writer is counted as crossed).
 async fn write_parts(
     st: &AppState,
-    entry: &LogEntry,
+    entry: &Arc<LogEntry>,
     batch: &Arc<Batch>,
     durability: Durability,
     plan: std::collections::BTreeMap<u32, Vec<u32>>,
     txn: Option<u64>,
     cpu: usize,
-) -> Result<(Vec<Ulid>, Vec<storage::format::TxnPart>), ApiError> {
+) -> Result<Vec<Ulid>, ApiError> {
+    if plan.is_empty() {
+        return Ok(Vec::new());
+    }
     let owners: Vec<usize> = plan.keys().map(|&s| st.writers.owner(s)).collect();
     let permits = st
         .writers
         .try_reserve(&owners)
         .ok_or(ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
+    if let Some(id) = txn {
+        let shards: Vec<u32> = plan.keys().copied().collect();
+        entry.log.begin_txn(id, &shards);
+    }
     let mut waits = Vec::with_capacity(plan.len());
     let local = cpu % st.writers.count();
     for ((permit, (shard, commits)), &w) in permits.into_iter().zip(plan).zip(&owners) {
@@ -350,21 +390,19 @@ async fn write_parts(
             reply,
             queued_at: std::time::Instant::now(),
         }));
-        waits.push((shard, indices, wait));
+        waits.push((indices, wait));
     }
     let mut ids = vec![Ulid(0); batch.commits.len()];
-    let mut parts = Vec::with_capacity(waits.len());
     let mut first_error = None;
     // Every reply is awaited, also after an error: a transaction is decided only once no part
     // is still being written.
-    for (shard, indices, wait) in waits {
+    for (indices, wait) in waits {
         let reply = wait.await.unwrap_or(Err(ApiError::Unavailable {
             reason: "the server is stopping",
             retry_after_s: 1,
         }));
         match reply {
             Ok(range) => {
-                parts.push((shard, range.first.0, range.len as u32));
                 for (k, &i) in indices.iter().enumerate() {
                     ids[i as usize] = range.nth(k as u64);
                 }
@@ -375,7 +413,12 @@ async fn write_parts(
         }
     }
     match first_error {
-        Some(e) => Err(e),
-        None => Ok((ids, parts)),
+        Some(e) => {
+            if let Some(id) = txn {
+                abort(entry, id).await?;
+            }
+            Err(e)
+        }
+        None => Ok(ids),
     }
 }

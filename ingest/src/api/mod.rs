@@ -36,7 +36,7 @@ pub struct AppState {
     /// Budget of ingest body bytes in flight, in KiB (`inflight_body_bytes_max`).
     pub body_budget: tokio::sync::Semaphore,
     /// First responses of requests with an `Idempotency-Key`.
-    pub idempotency: crate::idempotency::Idempotency,
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
     /// Durable consumer cursors.
     pub consumers: crate::consumers::Consumers,
     /// Prometheus families.

@@ -136,7 +136,8 @@ pub(super) async fn commit_by_id(
     let ulid = parse_id(&id)?;
     blocking(move || {
         for shard in entry.log.shards() {
-            let mut c = shard.cursor(Start::From(ulid));
+            // Past pending parts of other transactions: they hide nothing behind them.
+            let mut c = shard.lookup_cursor(Start::From(ulid));
             if let Some(r) = c.next()?
                 && r.frame.id == ulid
             {

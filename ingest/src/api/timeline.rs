@@ -2,9 +2,10 @@
 //! time, with strong or eventual consistency under a deadline.
 //!
 //! A page holds only commits at or below the merged watermark (`storage::merge`), so it never
-//! changes once served and `next` continues exactly after it. `strong` first waits until every
-//! shard's high-water mark has passed what every shard had published when the request arrived
-//! (nudging idle writers so that takes about a millisecond, not a tick); past `timeout` it
+//! changes once served and `next` continues exactly after it. `strong` first waits until the
+//! log's watermark (`storage::watermark`, the bound of the page itself) has passed the highest
+//! shard mark at arrival, which covers every acknowledged commit (nudging idle writers so that
+//! takes about a millisecond, not a tick); past `timeout` it
 //! answers `504`, or with `fallback=eventual` the eventual page, marked as such. `eventual`
 //! never waits.
 //!
@@ -98,7 +99,9 @@ pub(super) async fn timeline(
     let timeout_ms = super::timeout_ms(q.timeout.as_deref(), st.config.read_timeout_ms)?;
     let key = q.key.map(String::into_bytes);
 
-    // What "acknowledged before the request arrived" covers: each shard's mark now.
+    // What "acknowledged before the request arrived" covers: every acknowledged commit is at
+    // or below its shard's mark (raised after the publish, before the answer), so below the
+    // highest mark now.
     let target = entry.log.shards().iter().map(|s| s.high_water()).max().unwrap_or(Ulid(0));
     let mut consistency: &'static str = "strong";
     if strong {
@@ -111,9 +114,8 @@ pub(super) async fn timeline(
             let burst = st.writers.bursts().notified();
             tokio::pin!(burst);
             burst.as_mut().enable();
-            let settled =
-                entry.log.shards().iter().map(|s| s.high_water()).min().unwrap_or(Ulid(0));
-            if settled >= target {
+            // Exactly what bounds the page: the watermark (`storage::watermark`).
+            if entry.log.watermark() >= target {
                 if waited {
                     m.waited.inc();
                     m.wait_seconds.observe(began.elapsed().as_secs_f64());

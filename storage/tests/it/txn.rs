@@ -163,7 +163,10 @@ fn an_earlier_builds_journal_is_decided_as_it_would_have_been() {
         let b = w[1].append(&[part(whole, b"w1")]).unwrap();
         records.push(TxnRecord::Begin { id: undecided, parts: 2 });
         records.push(TxnRecord::Begin { id: whole, parts: 2 });
-        records.push(TxnRecord::Commit { id: whole, parts: vec![(0, a.first.0, 1), (1, b.first.0, 1)] });
+        records.push(TxnRecord::Commit {
+            id: whole,
+            parts: vec![(0, a.first.0, 1), (1, b.first.0, 1)],
+        });
     }
     // What an earlier build left: begin and commit records, no cut.
     let mut bytes = format::encode_txn_journal_header().to_vec();
