@@ -2,6 +2,7 @@
 //! binary on a loopback port — killed with SIGKILL under load, stopped with SIGTERM, overloaded.
 
 mod api;
+mod atomic;
 mod observability;
 mod pages;
 mod process;

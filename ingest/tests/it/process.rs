@@ -174,7 +174,7 @@ fn ndjson(writer: usize, batch: usize, n: usize) -> Vec<u8> {
 }
 
 /// Every commit of `log`, by ID, read shard by shard.
-fn all_commits(addr: &str, log: &str, shards: u32) -> std::collections::HashMap<String, Value> {
+pub fn all_commits(addr: &str, log: &str, shards: u32) -> std::collections::HashMap<String, Value> {
     let mut out = std::collections::HashMap::new();
     for shard in 0..shards {
         let mut after = String::new();
