@@ -11,6 +11,7 @@
 
 mod chart;
 mod compare;
+mod lag;
 mod peers;
 mod run;
 mod shardlog;
@@ -35,6 +36,32 @@ enum Command {
     Read(ReadArgs),
     /// shardlog against Redis Streams, NATS JetStream and PostgreSQL, started here.
     Compare(CompareArgs),
+    /// Watermark lag and strong-read cost under concurrent cross-shard writes.
+    Lag(LagArgs),
+}
+
+#[derive(clap::Args)]
+struct LagArgs {
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: String,
+    /// The log written and probed (created with `--shards` shards).
+    #[arg(long, default_value = "lag")]
+    log: String,
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// Background connections posting cross-shard requests.
+    #[arg(long, default_value_t = 6)]
+    writers: usize,
+    /// Keyed commits per background request.
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+    durability: String,
+    /// Probes (half measure the watermark lag, half a strong and an eventual read).
+    #[arg(long, default_value_t = 2000)]
+    probes: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +238,20 @@ async fn main() -> anyhow::Result<()> {
                     shardlog::read_timeline(&a.addr, &a.log, a.limit, m == "ndjson", d).await?
                 }
             };
+            println!("{r}");
+            save(a.json.as_ref(), &r)?;
+        }
+        Command::Lag(a) => {
+            let spec = lag::LagSpec {
+                addr: a.addr,
+                log: a.log,
+                writers: a.writers,
+                batch: a.batch,
+                durability: a.durability,
+                probes: a.probes,
+                shards: a.shards,
+            };
+            let r = lag::run(&spec).await?;
             println!("{r}");
             save(a.json.as_ref(), &r)?;
         }

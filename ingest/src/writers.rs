@@ -172,9 +172,15 @@ impl Writers {
         self.send_nudges(idgen::Ulid(0), &self.metrics.nudges_tick);
     }
 
-    /// As [`Writers::nudge`], asking the marks to reach at least `target` (the ULID a strong
-    /// read waits for; capped at the clock, so a far-future target cannot be requested).
-    pub fn nudge_to(&self, target: idgen::Ulid) {
+    /// As [`Writers::nudge`], asking the marks of `log`'s shards to reach at least `target`
+    /// (the ULID a strong read or a tail waits for; capped at the clock, so a far-future target
+    /// cannot be requested). Nothing is sent when every mark is there already: then the wait
+    /// is for an undecided transaction, which no nudge hastens (and a nudge per burst would
+    /// keep a writer spinning for nothing).
+    pub fn nudge_to(&self, log: &storage::Log, target: idgen::Ulid) {
+        if log.shards().iter().all(|s| s.high_water() >= target) {
+            return;
+        }
         self.send_nudges(target, &self.metrics.nudges_read);
     }
 

@@ -261,9 +261,9 @@ impl Follower {
 
     /// After a read that caught up: asks idle writers to pass the lowest commit waiting for
     /// the watermark ([`Merger::waiting`]) now rather than at their next tick.
-    pub fn nudge_waiting(&self, st: &AppState) {
+    pub fn nudge_waiting(&self, st: &AppState, entry: &LogEntry) {
         if let Some(waiting) = self.waiting() {
-            st.writers.nudge_to(waiting);
+            st.writers.nudge_to(&entry.log, waiting);
         }
     }
 
@@ -352,7 +352,7 @@ async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>) {
             }
         };
         if caught_up {
-            follower.nudge_waiting(&st);
+            follower.nudge_waiting(&st, &entry);
             // Until a writer ends a burst (new commits, or the nudged marks), at most a poll
             // period (a cross-shard decision is not a burst).
             let _ = tokio::time::timeout(Duration::from_millis(POLL_MS), burst).await;

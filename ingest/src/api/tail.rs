@@ -254,7 +254,7 @@ impl Tail {
                     drop(sub);
                     // A commit is published but not yet final: ask idle writers to pass it
                     // now rather than at their next tick.
-                    own.nudge_waiting(&self.out.st);
+                    own.nudge_waiting(&self.out.st, entry);
                 }
                 Err(()) => return None,
             }
