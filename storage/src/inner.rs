@@ -55,17 +55,29 @@ impl LogInner {
         // Transactions committed before the flush below have their parts on disk after it; a
         // transaction begun from now on writes beyond the shards' ends now.
         let snap = self.txns.open_epoch(|| self.shards.iter().map(|s| s.end_position()).collect());
-        let mut entries = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let snapshot = shard.segments.load_full();
-            shard.flush_segments(&snapshot)?;
-            let newest = snapshot.last();
-            entries.push(format::CheckpointEntry {
-                seq: newest.map_or(0, |s| s.seq),
-                durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
-            });
+        let flushed = (|| {
+            let mut entries = Vec::with_capacity(self.shards.len());
+            for shard in &self.shards {
+                let snapshot = shard.segments.load_full();
+                shard.flush_segments(&snapshot)?;
+                let newest = snapshot.last();
+                entries.push(format::CheckpointEntry {
+                    seq: newest.map_or(0, |s| s.seq),
+                    durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
+                });
+            }
+            self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
+            // The outside participant's records of what was just flushed must be durable
+            // too before the cut passes those transactions.
+            self.opts
+                .external
+                .flush()
+                .map_err(|e| StorageError::io("flush outside participant", &self.dir, e))
+        })();
+        if let Err(e) = flushed {
+            self.txns.unsettle(snap);
+            return Err(e);
         }
-        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
         // An aborted transaction's record can go once no shard holds a commit up to its last.
         let firsts: Vec<Option<u128>> = self
             .shards

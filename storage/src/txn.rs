@@ -23,8 +23,10 @@
 //! so the `Cut` is kept behind every part of a transaction not yet settled: the maintenance
 //! thread's checkpoint opens an *epoch* (the shards' end positions) and closes it once every
 //! transaction begun in it is settled — committed and flushed by a later checkpoint, or aborted
-//! durably — and the `Cut` it records is the positions of the oldest epoch still open. So what
-//! recovery reads is about one checkpoint interval of data, never the sealed history.
+//! durably. The `Cut` it records is the positions of an epoch no transaction straddles (none
+//! begun before it was still undecided when it opened), at or before the oldest epoch with a
+//! transaction not settled: so recovery meets every transaction it reads whole, and what it
+//! reads is a few checkpoint intervals of data, never the sealed history.
 //!
 //! `Aborted` records are kept until retention has removed every commit up to the highest ULID
 //! their parts may hold; the journal is rewritten (temporary file, fsync, rename) when they are
@@ -66,6 +68,12 @@ pub enum Visibility {
 pub trait External: std::fmt::Debug + Send + Sync {
     /// Whether its part of transaction `id` is durable.
     fn holds(&self, id: u64) -> bool;
+
+    /// Makes every part it has written durable. The checkpoint calls it after flushing the
+    /// shards and before its cut passes the transactions committed so far.
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The [`External`] of a log that has none: no transaction of it can be whole with one.
@@ -121,6 +129,10 @@ struct Live {
 struct Epoch {
     /// Every shard's end when the epoch opened: parts of transactions begun in it lie beyond.
     positions: Vec<(u64, u64)>,
+    /// The oldest epoch a transaction still undecided when this one opened began in (this
+    /// epoch's own number if none was): such a transaction may have parts on both sides of
+    /// `positions`.
+    straddled_from: u64,
     /// Transactions begun in it and not settled yet.
     unsettled: usize,
     /// Of those, committed since the last checkpoint started (settled once it flushed).
@@ -204,7 +216,12 @@ impl Txns {
             .open(&path)
             .map_err(|e| StorageError::io("open transaction journal", &path, e))?;
         let len = bytes.len() as u64;
-        let first = Epoch { positions: vec![(0, 0); shards], unsettled: 0, committed_unflushed: 0 };
+        let first = Epoch {
+            positions: vec![(0, 0); shards],
+            straddled_from: 0,
+            unsettled: 0,
+            committed_unflushed: 0,
+        };
         Ok(Txns {
             states: RwLock::new(states),
             live: Mutex::new(Live {
@@ -368,8 +385,28 @@ impl Txns {
         let committed =
             live.epochs.iter_mut().map(|e| std::mem::take(&mut e.committed_unflushed)).collect();
         let positions = positions();
-        live.epochs.push_back(Epoch { positions, unsettled: 0, committed_unflushed: 0 });
+        let number = live.first_epoch + live.epochs.len() as u64;
+        let straddled_from = live.pending.values().map(|&(_, e)| e).min().unwrap_or(number);
+        live.epochs.push_back(Epoch {
+            positions,
+            straddled_from,
+            unsettled: 0,
+            committed_unflushed: 0,
+        });
         EpochSnapshot { first_epoch: live.first_epoch, committed }
+    }
+
+    /// After a checkpoint that failed before its flush completed: gives back the commits
+    /// `snap` took, so the next checkpoint settles them.
+    pub(crate) fn unsettle(&self, snap: EpochSnapshot) {
+        let mut live = lock(&self.live);
+        for (k, n) in snap.committed.into_iter().enumerate() {
+            let number = snap.first_epoch + k as u64;
+            if number >= live.first_epoch {
+                let i = (number - live.first_epoch) as usize;
+                live.epochs[i].committed_unflushed += n;
+            }
+        }
     }
 
     /// After the flush that followed `snap`: settles the commits it took, closes the epochs
@@ -390,7 +427,20 @@ impl Txns {
                     live.epochs[i].unsettled -= n;
                 }
             }
-            while live.epochs.len() > 1 && live.epochs[0].unsettled == 0 {
+            // The cut: the positions of an epoch that no transaction straddles, at or before
+            // the oldest epoch with a transaction not settled. Reading from it, recovery sees
+            // every transaction it meets whole, settled ones included. Epochs before it are
+            // no longer needed.
+            let oldest = live.epochs.iter().position(|e| e.unsettled > 0);
+            let mut j = live.first_epoch + oldest.unwrap_or(live.epochs.len() - 1) as u64;
+            loop {
+                let from = live.epochs[(j - live.first_epoch) as usize].straddled_from;
+                if from >= j {
+                    break;
+                }
+                j = from;
+            }
+            while live.first_epoch < j {
                 live.epochs.pop_front();
                 live.first_epoch += 1;
             }

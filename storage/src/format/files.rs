@@ -179,20 +179,32 @@ pub enum TxnRecord {
     },
 }
 
+/// Version of the journal this build writes: 2 adds the `Aborted` and `Cut` records, and
+/// ids that name an outside participant. An earlier build, which reads only version 1, must
+/// refuse the file rather than skip the records it does not know (it would show aborted
+/// parts). This build reads versions 1 and 2.
+pub const TXN_JOURNAL_VERSION: u16 = 2;
+
 /// The journal file's header.
 pub fn encode_txn_journal_header() -> [u8; TXN_JOURNAL_HEADER_LEN] {
     let mut b = [0u8; TXN_JOURNAL_HEADER_LEN];
     b[0..8].copy_from_slice(&TXN_JOURNAL_MAGIC);
-    put_u16(&mut b, 8, FORMAT_VERSION);
+    put_u16(&mut b, 8, TXN_JOURNAL_VERSION);
     b
 }
 
-/// Checks the journal file's header.
+/// Checks the journal file's header (versions 1 and 2).
 pub fn decode_txn_journal_header(b: &[u8]) -> Result<(), FormatError> {
     if b.len() < TXN_JOURNAL_HEADER_LEN {
         return Err(FormatError::BadLength { len: b.len() as u32, available: b.len() });
     }
-    check_magic_version(b, TXN_JOURNAL_MAGIC)
+    match check_magic_version(b, TXN_JOURNAL_MAGIC) {
+        Err(FormatError::UnsupportedVersion { got: 2, .. }) => Ok(()),
+        Err(FormatError::UnsupportedVersion { got, .. }) => {
+            Err(FormatError::UnsupportedVersion { got, supported: TXN_JOURNAL_VERSION })
+        }
+        other => other,
+    }
 }
 
 /// Encodes a journal record: `u32` body length, `u32` CRC32C of the body, body = `u8` kind

@@ -168,8 +168,9 @@ fn an_earlier_builds_journal_is_decided_as_it_would_have_been() {
             parts: vec![(0, a.first.0, 1), (1, b.first.0, 1)],
         });
     }
-    // What an earlier build left: begin and commit records, no cut.
+    // What an earlier build left: a version 1 journal of begin and commit records, no cut.
     let mut bytes = format::encode_txn_journal_header().to_vec();
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
     for r in &records {
         bytes.extend_from_slice(&format::encode_txn_record(r));
     }
@@ -178,6 +179,12 @@ fn an_earlier_builds_journal_is_decided_as_it_would_have_been() {
     assert_eq!(report.aborted_txns, [undecided], "a begin without a commit never was acknowledged");
     assert_eq!(payloads(&log, 0), [b"w0".to_vec()]);
     assert_eq!(payloads(&log, 1), [b"w1".to_vec()]);
+    // Rewritten as version 2, which an earlier build refuses rather than misread.
+    let now = std::fs::read(dir.path().join("txn.journal")).unwrap();
+    assert_eq!(now[8..10], format::TXN_JOURNAL_VERSION.to_le_bytes());
+    let mut future = now.clone();
+    future[8..10].copy_from_slice(&3u16.to_le_bytes());
+    assert!(format::decode_txn_journal_header(&future).is_err());
 }
 
 #[test]
@@ -237,4 +244,29 @@ fn an_abort_is_forgotten_once_retention_removed_its_parts() {
     log.checkpoint().unwrap();
     assert_eq!(log.txns().aborted_count(), 0, "its parts are gone, so is its record");
     assert_eq!(log.txns().visibility(id), storage::Visibility::Visible);
+}
+
+#[test]
+fn a_settled_transaction_with_parts_on_both_sides_of_a_checkpoint_stays_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let straddling = txn::new_id(2, false);
+    let later = txn::new_id(2, false);
+    {
+        let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
+        log.begin_txn(straddling, &[0, 1]);
+        w[0].append(&[part(straddling, b"s0")]).unwrap();
+        // A checkpoint opens an epoch between its two parts...
+        log.checkpoint().unwrap();
+        log.begin_txn(later, &[0, 1]);
+        w[1].append(&[part(straddling, b"s1")]).unwrap();
+        log.txns().commit(straddling);
+        // ...and the next one settles it while a transaction of the new epoch is undecided,
+        // so the cut cannot pass the epoch it began in.
+        log.checkpoint().unwrap();
+        w[0].append(&[part(later, b"l0")]).unwrap();
+    }
+    let (log, _w, report) = Log::open_with_report(dir.path(), opts(2)).unwrap();
+    assert_eq!(report.aborted_txns, [later], "only the undecided one is aborted");
+    assert_eq!(payloads(&log, 0), [b"s0".to_vec()]);
+    assert_eq!(payloads(&log, 1), [b"s1".to_vec()]);
 }
