@@ -54,6 +54,11 @@ pub struct Merger {
     heap: BinaryHeap<Reverse<Key>>,
     /// Cursors with no commit in the heap (caught up or blocked): peeked again at every call.
     idle: Vec<u32>,
+    /// The bound the last `next` decided by: nothing at or below it that the merger had not
+    /// returned could still appear.
+    last_bound: Option<Ulid>,
+    /// The last commit `next` returned: nothing below it can appear any more either.
+    last_returned: Option<Ulid>,
     /// The cursor whose commit the last `next` returned. Its heap entry, the top, is stale
     /// until that cursor is peeked again, at the next call: its next commit then replaces the
     /// top in place, which costs two comparisons while a shard's run of commits lasts.
@@ -65,7 +70,14 @@ impl Merger {
     pub fn new(shards: &[Arc<Shard>], start: Start) -> Merger {
         let cursors: Vec<Cursor> = shards.iter().map(|s| s.cursor(start)).collect();
         let idle = (0..cursors.len() as u32).collect();
-        Merger { cursors, heap: BinaryHeap::new(), idle, taken: None }
+        Merger {
+            cursors,
+            heap: BinaryHeap::new(),
+            idle,
+            last_bound: None,
+            last_returned: None,
+            taken: None,
+        }
     }
 
     /// The watermark now: no commit at or below it can still be added to any shard or become
@@ -77,6 +89,20 @@ impl Merger {
         let bound = self.refill()?;
         let marks = crate::watermark::watermark(self.cursors.iter().map(Cursor::shard));
         Ok(bound.min(marks.unwrap_or(Ulid(u128::MAX))))
+    }
+
+    /// The watermark as the merger last read (what a page reports): the lowest of the bound
+    /// its last `next` decided by and the log's watermark now, or the last commit it returned
+    /// if that is higher (the merge returns in order, so nothing below it can still appear;
+    /// the log's watermark, bounded by whole transactions' floors, may be lower). No commit at
+    /// or below it that this merger has not returned can still appear, and every commit it
+    /// returned is at or below it. (A fresh [`Merger::watermark`] may be higher, with commits
+    /// below it that were published after the last `next` and are not returned yet.)
+    pub fn watermark_as_read(&mut self) -> Result<Ulid> {
+        let Some(bound) = self.last_bound else { return self.watermark() };
+        let log = crate::watermark::watermark(self.cursors.iter().map(Cursor::shard));
+        let read = bound.min(log.unwrap_or(Ulid(u128::MAX)));
+        Ok(self.last_returned.map_or(read, |l| read.max(l)))
     }
 
     /// Queues the next commit of every cursor that has one and returns the bound the others
@@ -143,6 +169,7 @@ impl Merger {
     /// [`Merger::next`] by place, which a [`Picks`] can keep.
     pub fn next_placed(&mut self) -> Result<Option<Placed<'_>>> {
         let bound = self.refill()?;
+        self.last_bound = Some(bound);
         let Some(&Reverse(Key(id, shard))) = self.heap.peek() else {
             return Ok(None);
         };
@@ -150,6 +177,7 @@ impl Merger {
             return Ok(None);
         }
         self.taken = Some(shard);
+        self.last_returned = Some(id);
         let placed = self.cursors[shard as usize].next_placed()?;
         debug_assert_eq!(placed.as_ref().map(Placed::id), Some(id));
         Ok(placed)

@@ -232,7 +232,9 @@ fn choose(
             picks.push(&p);
         }
     }
-    let watermark = merger.watermark()?;
+    // The bound the page was cut at, not a fresh one: a fresh watermark could pass commits
+    // published since the last step, which this page does not hold.
+    let watermark = merger.watermark_as_read()?;
     Ok((picks, last, watermark))
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod atomic;
+mod history;
 mod observability;
 mod pages;
 mod process;

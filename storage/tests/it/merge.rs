@@ -218,3 +218,45 @@ fn writers_advanced_to_the_same_ulid_still_hand_out_different_ones() {
     assert!(ids.windows(2).all(|p| p[0] < p[1]), "one ULID twice: {ids:?}");
     assert_eq!(after, ids[1..], "after= the target skips nothing else");
 }
+
+#[test]
+fn the_watermark_as_read_never_passes_a_commit_published_after_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(3_000);
+    let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
+    let first = append_batch(&mut w[0], 0, 1)[0];
+    w[1].advance_high_water(clock.now_ms() + 1);
+    let mut merger = Merger::new(log.shards(), Start::Beginning);
+    assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(first));
+    assert!(merger.next().unwrap().is_none());
+    let as_read = merger.watermark_as_read().unwrap();
+    assert!(as_read >= first);
+    // Published after the read: a fresh watermark passes it, the one the read reports not.
+    clock.advance_ms(2);
+    let later = append_batch(&mut w[0], 1, 1)[0];
+    w[1].advance_high_water(clock.now_ms() + 1);
+    assert!(merger.watermark().unwrap() >= later);
+    assert!(merger.watermark_as_read().unwrap() < later);
+    assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(later));
+    assert!(merger.watermark_as_read().unwrap() >= later);
+}
+
+#[test]
+fn the_watermark_as_read_is_at_or_above_every_commit_returned_under_an_undecided_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(4_000);
+    let (log, mut w) = Log::open(dir.path(), opts_with_clock(2, &clock)).unwrap();
+    w[1].advance_high_water(clock.now_ms());
+    // Undecided, with its floor at shard 1's mark now, and no part written yet.
+    let id = log.txns().new_id(2, false);
+    log.begin_txn(id, &[0, 1]);
+    clock.advance_ms(2);
+    let c = append_batch(&mut w[0], 0, 1)[0];
+    w[1].advance_high_water(clock.now_ms() + 1);
+    assert!(log.watermark() < c, "the floor holds the log's watermark below the commit");
+    let mut merger = Merger::new(log.shards(), Start::Beginning);
+    assert_eq!(merger.next().unwrap().map(|r| r.frame.id), Some(c));
+    assert!(merger.next().unwrap().is_none());
+    assert!(merger.watermark_as_read().unwrap() >= c, "a page never reports below its commits");
+    log.txns().commit(id);
+}
