@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Work for a writer.
 #[derive(Debug)]
 pub enum Job {
-    /// Append some commits of a request to one shard.
+    /// Append some commits of a request to shards this writer owns.
     Append(Append),
     /// Take ownership of a shard's writer.
     Adopt {
@@ -45,23 +45,22 @@ pub enum Job {
     Stop,
 }
 
-/// Commits of one request for one shard.
+/// Commits of one request for the shards of one writer: one job per writer a request needs,
+/// whatever the number of its shards there.
 #[derive(Debug)]
 pub struct Append {
     /// Log id.
     pub log: u64,
-    /// Shard.
-    pub shard: u32,
-    /// The parsed request (shared by its parts).
+    /// The parsed request (shared by its jobs).
     pub batch: Arc<Batch>,
-    /// Which of its commits, in order.
-    pub commits: Vec<u32>,
+    /// Per shard, which of its commits, in order: each is appended as one batch.
+    pub parts: Vec<(u32, Vec<u32>)>,
     /// Answer only once on disk.
     pub sync: bool,
-    /// The cross-shard transaction this part belongs to.
+    /// The transaction these parts belong to.
     pub txn: Option<u64>,
-    /// The IDs assigned, or why not.
-    pub reply: oneshot::Sender<Result<IdRange, ApiError>>,
+    /// Per part, in order, the IDs assigned or why not.
+    pub reply: oneshot::Sender<Vec<Result<IdRange, ApiError>>>,
     /// When it was queued (the writer measures how long it waited).
     pub queued_at: std::time::Instant,
 }
@@ -260,7 +259,7 @@ fn run(
     }
     let mut shards: HashMap<(u64, u32), ShardWriter> = HashMap::new();
     let mut jobs = Vec::with_capacity(burst_max);
-    let mut answers: Vec<(Append, Result<IdRange, ApiError>)> = Vec::with_capacity(burst_max);
+    let mut answers: Vec<(Append, Vec<Result<IdRange, ApiError>>)> = Vec::with_capacity(burst_max);
     let mut to_sync: HashSet<(u64, u32)> = HashSet::new();
     let mut stop = false;
     while !stop {
@@ -286,11 +285,18 @@ fn run(
                     metrics
                         .queue_wait
                         .observe(started.saturating_duration_since(a.queued_at).as_secs_f64());
-                    let result = append(&mut shards, &a);
-                    if result.is_ok() && a.sync {
-                        to_sync.insert((a.log, a.shard));
-                    }
-                    answers.push((a, result));
+                    let results: Vec<_> = a
+                        .parts
+                        .iter()
+                        .map(|(shard, commits)| {
+                            let r = append(&mut shards, &a, *shard, commits);
+                            if r.is_ok() && a.sync {
+                                to_sync.insert((a.log, *shard));
+                            }
+                            r
+                        })
+                        .collect();
+                    answers.push((a, results));
                 }
                 Job::Adopt { log, shard, writer } => {
                     shards.insert((log, shard), writer);
@@ -321,12 +327,18 @@ fn run(
                 failed.insert(key, e.to_string());
             }
         }
-        for (a, result) in answers.drain(..) {
-            let result = match (result, failed.get(&(a.log, a.shard))) {
-                (Ok(_), Some(e)) if a.sync => Err(ApiError::Internal(format!("sync failed: {e}"))),
-                (r, _) => r,
-            };
-            let _ = a.reply.send(result);
+        for (a, results) in answers.drain(..) {
+            let results = results
+                .into_iter()
+                .zip(&a.parts)
+                .map(|(result, (shard, _))| match (result, failed.get(&(a.log, *shard))) {
+                    (Ok(_), Some(e)) if a.sync => {
+                        Err(ApiError::Internal(format!("sync failed: {e}")))
+                    }
+                    (r, _) => r,
+                })
+                .collect();
+            let _ = a.reply.send(results);
         }
         metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
         bursts.notify_waiters();
@@ -350,13 +362,18 @@ fn advance_all(shards: &mut HashMap<(u64, u32), ShardWriter>, target: &Mutex<u12
     }
 }
 
-fn append(shards: &mut HashMap<(u64, u32), ShardWriter>, a: &Append) -> Result<IdRange, ApiError> {
-    let w = shards.get_mut(&(a.log, a.shard)).ok_or_else(|| {
-        ApiError::Internal(format!("shard {} of log {} has no writer", a.shard, a.log))
+/// Appends `commits` of `a`'s request to `shard` as one batch.
+fn append(
+    shards: &mut HashMap<(u64, u32), ShardWriter>,
+    a: &Append,
+    shard: u32,
+    commits: &[u32],
+) -> Result<IdRange, ApiError> {
+    let w = shards.get_mut(&(a.log, shard)).ok_or_else(|| {
+        ApiError::Internal(format!("shard {shard} of log {} has no writer", a.log))
     })?;
     let b = &a.batch;
-    let records: Vec<NewRecord<'_>> = a
-        .commits
+    let records: Vec<NewRecord<'_>> = commits
         .iter()
         .map(|&i| {
             let c = &b.commits[i as usize];

@@ -23,10 +23,11 @@
 //! so the `Cut` is kept behind every part of a transaction not yet settled: the maintenance
 //! thread's checkpoint opens an *epoch* (the shards' end positions) and closes it once every
 //! transaction begun in it is settled — committed and flushed by a later checkpoint, or aborted
-//! durably. The `Cut` it records is the positions of an epoch no transaction straddles (none
-//! begun before it was still undecided when it opened), at or before the oldest epoch with a
-//! transaction not settled: so recovery meets every transaction it reads whole, and what it
-//! reads is a few checkpoint intervals of data, never the sealed history.
+//! durably. The `Cut` it records is the positions of the oldest epoch with a transaction not
+//! settled, with the ids of the committed transactions that were in flight when that epoch
+//! opened (begun before it, so settled now, and perhaps with parts on both sides): recovery
+//! takes those as they are and judges the others by their parts, every one of which lies
+//! beyond the cut. What it reads is a checkpoint interval or two, never the sealed history.
 //!
 //! `Aborted` records are kept until retention has removed every commit up to the highest ULID
 //! their parts may hold; the journal is rewritten (temporary file, fsync, rename) when they are
@@ -129,10 +130,9 @@ struct Live {
 struct Epoch {
     /// Every shard's end when the epoch opened: parts of transactions begun in it lie beyond.
     positions: Vec<(u64, u64)>,
-    /// The oldest epoch a transaction still undecided when this one opened began in (this
-    /// epoch's own number if none was): such a transaction may have parts on both sides of
-    /// `positions`.
-    straddled_from: u64,
+    /// The transactions undecided when it opened, all begun earlier: they may have parts on
+    /// both sides of `positions`.
+    in_flight: Vec<u64>,
     /// Transactions begun in it and not settled yet.
     unsettled: usize,
     /// Of those, committed since the last checkpoint started (settled once it flushed).
@@ -146,6 +146,9 @@ pub(crate) struct EpochSnapshot {
     committed: Vec<usize>,
 }
 
+/// A cut: per shard (segment sequence, offset), and the committed transactions straddling it.
+type CutState = (Vec<(u64, u64)>, Vec<u64>);
+
 #[derive(Debug)]
 struct Journal {
     path: PathBuf,
@@ -153,8 +156,8 @@ struct Journal {
     len: u64,
     /// Aborted ids and the highest ULID their parts may hold.
     aborts: HashMap<u64, u128>,
-    /// The cut on disk.
-    cut: Option<Vec<(u64, u64)>>,
+    /// The cut on disk: positions, and the settled committed transactions straddling them.
+    cut: Option<CutState>,
     /// Records of earlier builds still to decide at recovery: begun (no commit) and committed.
     legacy_open: HashSet<u64>,
     legacy_committed: HashMap<u64, Vec<format::TxnPart>>,
@@ -201,8 +204,8 @@ impl Txns {
                     TxnRecord::Aborted { id, last } => {
                         aborts.insert(id, last);
                     }
-                    TxnRecord::Cut { positions } if positions.len() == shards => {
-                        cut = Some(positions);
+                    TxnRecord::Cut { positions, committed } if positions.len() == shards => {
+                        cut = Some((positions, committed));
                     }
                     TxnRecord::Cut { .. } => {}
                 }
@@ -218,7 +221,7 @@ impl Txns {
         let len = bytes.len() as u64;
         let first = Epoch {
             positions: vec![(0, 0); shards],
-            straddled_from: 0,
+            in_flight: Vec::new(),
             unsettled: 0,
             committed_unflushed: 0,
         };
@@ -274,7 +277,7 @@ impl Txns {
             }
         }
         // Without a cut the journal is new or an earlier build's, whose parts all have records.
-        if let Some(cut) = cut {
+        if let Some((cut, straddling)) = cut {
             let mut found: HashMap<u64, (HashSet<u32>, u128)> = HashMap::new();
             for (shard, &(seq, off)) in shards.iter().zip(&cut) {
                 let mut c = shard.cursor_at(seq, off as usize);
@@ -287,6 +290,8 @@ impl Txns {
                     }
                 }
             }
+            // Settled before the crash, with parts on both sides of the cut: as they are.
+            found.retain(|id, _| !straddling.contains(id));
             for (id, (on, last)) in found {
                 let whole = on.len() == parts_of(id) && (!is_external(id) || external.holds(id));
                 if !whole {
@@ -385,14 +390,8 @@ impl Txns {
         let committed =
             live.epochs.iter_mut().map(|e| std::mem::take(&mut e.committed_unflushed)).collect();
         let positions = positions();
-        let number = live.first_epoch + live.epochs.len() as u64;
-        let straddled_from = live.pending.values().map(|&(_, e)| e).min().unwrap_or(number);
-        live.epochs.push_back(Epoch {
-            positions,
-            straddled_from,
-            unsettled: 0,
-            committed_unflushed: 0,
-        });
+        let in_flight = live.pending.keys().copied().collect();
+        live.epochs.push_back(Epoch { positions, in_flight, unsettled: 0, committed_unflushed: 0 });
         EpochSnapshot { first_epoch: live.first_epoch, committed }
     }
 
@@ -427,24 +426,16 @@ impl Txns {
                     live.epochs[i].unsettled -= n;
                 }
             }
-            // The cut: the positions of an epoch that no transaction straddles, at or before
-            // the oldest epoch with a transaction not settled. Reading from it, recovery sees
-            // every transaction it meets whole, settled ones included. Epochs before it are
-            // no longer needed.
-            let oldest = live.epochs.iter().position(|e| e.unsettled > 0);
-            let mut j = live.first_epoch + oldest.unwrap_or(live.epochs.len() - 1) as u64;
-            loop {
-                let from = live.epochs[(j - live.first_epoch) as usize].straddled_from;
-                if from >= j {
-                    break;
-                }
-                j = from;
-            }
-            while live.first_epoch < j {
+            // The cut: the positions of the oldest epoch with a transaction not settled (or
+            // the newest). Those begun before it are all settled, so the ones in flight when it
+            // opened, which may straddle it, are aborted (on record) or committed and on disk:
+            // the cut names the committed ones, and recovery takes them as they are.
+            while live.epochs.len() > 1 && live.epochs[0].unsettled == 0 {
                 live.epochs.pop_front();
                 live.first_epoch += 1;
             }
-            live.epochs[0].positions.clone()
+            let front = &live.epochs[0];
+            (front.positions.clone(), front.in_flight.clone())
         };
         let mut j = lock(&self.journal);
         let before = j.aborts.len();
@@ -456,12 +447,17 @@ impl Txns {
             }
             keep
         });
+        let (positions, in_flight) = cut;
+        let committed: Vec<u64> =
+            in_flight.into_iter().filter(|id| !j.aborts.contains_key(id)).collect();
+        let cut = (positions, committed);
         if j.aborts.len() < before || j.len > TXN_JOURNAL_BYTES_MAX {
             j.cut = Some(cut);
             return j.rewrite();
         }
         if j.cut.as_ref() != Some(&cut) {
-            j.append(&TxnRecord::Cut { positions: cut.clone() })?;
+            let (positions, committed) = cut.clone();
+            j.append(&TxnRecord::Cut { positions, committed })?;
             j.cut = Some(cut);
         }
         Ok(())
@@ -489,8 +485,8 @@ impl Journal {
         for (&id, &last) in &self.aborts {
             bytes.extend_from_slice(&format::encode_txn_record(&TxnRecord::Aborted { id, last }));
         }
-        if let Some(positions) = &self.cut {
-            let cut = TxnRecord::Cut { positions: positions.clone() };
+        if let Some((positions, committed)) = &self.cut {
+            let cut = TxnRecord::Cut { positions: positions.clone(), committed: committed.clone() };
             bytes.extend_from_slice(&format::encode_txn_record(&cut));
         }
         let mut f = File::create(&tmp).map_err(|e| io("create transaction journal", e))?;

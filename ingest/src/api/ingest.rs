@@ -344,8 +344,8 @@ async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, A
     .await
 }
 
-/// Queues each shard's part on its writer — all parts or none (`503` when a queue is full) —
-/// and collects the IDs in request order. Transaction `txn` (if any) begins once every slot
+/// Queues each shard's part on its writer, one job per writer — all parts or none (`503` when
+/// a queue is full) — and collects the IDs in request order. Transaction `txn` (if any) begins once every slot
 /// is reserved, and is aborted here if a part fails. `cpu` is the core the request ran on (a
 /// handoff to another core's writer is counted as crossed).
 async fn write_parts(
@@ -360,31 +360,36 @@ async fn write_parts(
     if plan.is_empty() {
         return Ok(Vec::new());
     }
-    let owners: Vec<usize> = plan.keys().map(|&s| st.writers.owner(s)).collect();
+    // One job per writer, holding its shards' parts.
+    let mut jobs: std::collections::BTreeMap<usize, Vec<(u32, Vec<u32>)>> = Default::default();
+    let shards: Vec<u32> = plan.keys().copied().collect();
+    for (shard, commits) in plan {
+        jobs.entry(st.writers.owner(shard)).or_default().push((shard, commits));
+    }
+    let owners: Vec<usize> = jobs.keys().copied().collect();
     let permits = st
         .writers
         .try_reserve(&owners)
         .ok_or(ApiError::Overloaded { retry_after_s: st.config.retry_after_s })?;
     if let Some(id) = txn {
-        let shards: Vec<u32> = plan.keys().copied().collect();
         entry.log.begin_txn(id, &shards);
     }
-    let mut waits = Vec::with_capacity(plan.len());
+    let mut waits = Vec::with_capacity(jobs.len());
     let local = cpu % st.writers.count();
-    for ((permit, (shard, commits)), &w) in permits.into_iter().zip(plan).zip(&owners) {
+    for (permit, (w, parts)) in permits.into_iter().zip(jobs) {
         let m = &st.metrics.writers[w];
+        let n = parts.len() as u64;
         if w == local {
-            m.handoffs_local.inc()
+            m.handoffs_local.inc_by(n)
         } else {
-            m.handoffs_crossed.inc()
+            m.handoffs_crossed.inc_by(n)
         }
         let (reply, wait) = tokio::sync::oneshot::channel();
-        let indices = commits.clone();
+        let indices: Vec<Vec<u32>> = parts.iter().map(|(_, c)| c.clone()).collect();
         permit.send(Job::Append(Append {
             log: entry.id,
-            shard,
             batch: Arc::clone(batch),
-            commits,
+            parts,
             sync: durability == Durability::Sync,
             txn,
             reply,
@@ -397,18 +402,22 @@ async fn write_parts(
     // Every reply is awaited, also after an error: a transaction is decided only once no part
     // is still being written.
     for (indices, wait) in waits {
-        let reply = wait.await.unwrap_or(Err(ApiError::Unavailable {
-            reason: "the server is stopping",
-            retry_after_s: 1,
-        }));
-        match reply {
-            Ok(range) => {
-                for (k, &i) in indices.iter().enumerate() {
-                    ids[i as usize] = range.nth(k as u64);
+        let replies = wait.await.unwrap_or_else(|_| {
+            let stopping = || {
+                Err(ApiError::Unavailable { reason: "the server is stopping", retry_after_s: 1 })
+            };
+            indices.iter().map(|_| stopping()).collect()
+        });
+        for (reply, indices) in replies.into_iter().zip(&indices) {
+            match reply {
+                Ok(range) => {
+                    for (k, &i) in indices.iter().enumerate() {
+                        ids[i as usize] = range.nth(k as u64);
+                    }
                 }
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
     }

@@ -173,9 +173,13 @@ pub enum TxnRecord {
     /// Per shard, the (segment sequence, offset) from which recovery must look for parts of
     /// undecided transactions: every transaction part before it is decided for good
     /// (committed, with all its parts on disk, or aborted by an `Aborted` record before it).
+    /// The transactions in `committed` may have parts on both sides of it; they are committed
+    /// and on disk, so recovery takes them as they are.
     Cut {
         /// One (segment sequence, byte offset) per shard, in shard order.
         positions: Vec<(u64, u64)>,
+        /// Settled, committed transactions that may straddle the positions.
+        committed: Vec<u64>,
     },
 }
 
@@ -211,7 +215,7 @@ pub fn decode_txn_journal_header(b: &[u8]) -> Result<(), FormatError> {
 /// (1 begin, 2 commit, 3 abort, 4 aborted, 5 cut), then for kinds 1–4 `u64` id and for begin
 /// `u16` parts, for commit `u16` count and per part `u32` shard, `u128` first ULID, `u32`
 /// commits, for aborted `u128` last ULID; for cut `u32` count and per shard `u64` segment
-/// sequence, `u64` offset.
+/// sequence, `u64` offset, then `u32` count and per committed transaction its `u64` id.
 pub fn encode_txn_record(r: &TxnRecord) -> Vec<u8> {
     let mut body = Vec::with_capacity(32);
     match r {
@@ -239,12 +243,16 @@ pub fn encode_txn_record(r: &TxnRecord) -> Vec<u8> {
             body.extend_from_slice(&id.to_le_bytes());
             body.extend_from_slice(&last.to_le_bytes());
         }
-        TxnRecord::Cut { positions } => {
+        TxnRecord::Cut { positions, committed } => {
             body.push(5);
             body.extend_from_slice(&(positions.len() as u32).to_le_bytes());
             for (seq, off) in positions {
                 body.extend_from_slice(&seq.to_le_bytes());
                 body.extend_from_slice(&off.to_le_bytes());
+            }
+            body.extend_from_slice(&(committed.len() as u32).to_le_bytes());
+            for id in committed {
+                body.extend_from_slice(&id.to_le_bytes());
             }
         }
     }
@@ -266,12 +274,15 @@ pub fn decode_txn_record(b: &[u8]) -> Option<(TxnRecord, usize)> {
     }
     if body.first() == Some(&5) {
         let n = u32::from_le_bytes(body.get(1..5)?.try_into().ok()?) as usize;
-        if body.len() != 5 + n.checked_mul(16)? {
+        let at = 5usize.checked_add(n.checked_mul(16)?)?;
+        let m = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+        if body.len() != (at + 4).checked_add(m.checked_mul(8)?)? {
             return None;
         }
         let positions =
             (0..n).map(|i| (get_u64(body, 5 + i * 16), get_u64(body, 13 + i * 16))).collect();
-        return Some((TxnRecord::Cut { positions }, 8 + len));
+        let committed = (0..m).map(|i| get_u64(body, at + 4 + i * 8)).collect();
+        return Some((TxnRecord::Cut { positions, committed }, 8 + len));
     }
     let id = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
     let rec = match body.first()? {

@@ -270,3 +270,40 @@ fn a_settled_transaction_with_parts_on_both_sides_of_a_checkpoint_stays_committe
     assert_eq!(payloads(&log, 0), [b"s0".to_vec()]);
     assert_eq!(payloads(&log, 1), [b"s1".to_vec()]);
 }
+
+#[test]
+fn the_cut_keeps_up_while_transactions_always_overlap_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = txn::new_id(2, false);
+    {
+        let (log, mut w) = Log::open(dir.path(), opts(2)).unwrap();
+        // Every checkpoint finds one transaction in flight, begun in the epoch before.
+        let mut prev = None;
+        for i in 0..40u32 {
+            let id = log.txns().new_id(2, false);
+            log.begin_txn(id, &[0, 1]);
+            w[0].append(&[part(id, &i.to_le_bytes())]).unwrap();
+            if let Some(p) = prev.take() {
+                w[1].append(&[part(p, b"late")]).unwrap();
+                log.txns().commit(p);
+            }
+            log.checkpoint().unwrap();
+            prev = Some(id);
+        }
+        let p = prev.unwrap();
+        w[1].append(&[part(p, b"late")]).unwrap();
+        log.txns().commit(p);
+        log.checkpoint().unwrap();
+        log.begin_txn(open, &[0, 1]);
+        w[0].append(&[part(open, b"o")]).unwrap();
+    }
+    let (log, _w, report) = Log::open_with_report(dir.path(), opts(2)).unwrap();
+    assert_eq!(report.aborted_txns, [open]);
+    assert!(
+        report.txn_scan_commits <= 3,
+        "read {} commits: the cut fell behind",
+        report.txn_scan_commits
+    );
+    assert_eq!(payloads(&log, 0).len(), 40);
+    assert_eq!(payloads(&log, 1).len(), 40);
+}
