@@ -73,10 +73,10 @@ impl LogEntry {
         let mut parts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut unkeyed_shard = None;
         for (i, c) in batch.commits.iter().enumerate() {
-            let shard = match &c.key {
+            let shard = match batch.key(c) {
                 Some(k) => shard_of_key(k, shards),
                 None => *unkeyed_shard.get_or_insert_with(|| {
-                    let unkeyed = batch.commits[i..].iter().filter(|c| c.key.is_none()).count();
+                    let unkeyed = batch.commits[i..].iter().filter(|c| !c.has_key()).count();
                     self.local_shard(writers, cpu, unkeyed)
                 }),
             };

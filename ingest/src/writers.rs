@@ -378,7 +378,7 @@ fn append(
         .map(|&i| {
             let c = &b.commits[i as usize];
             NewRecord {
-                key: c.key.as_deref().unwrap_or(&[]),
+                key: b.key(c).unwrap_or(&[]),
                 payload: b.payload(c),
                 inverse: b.inverse(c),
                 flags: if a.txn.is_some() { storage::format::flags::TXN_PART } else { 0 },

@@ -27,8 +27,24 @@ fn ndjson_lines_are_stored_byte_for_byte_and_empty_lines_skipped() {
 fn json_payloads_keep_their_text_and_keys_are_unescaped() {
     let b = parse_str(JSON, r#"{"commits": [{"key": "k\u0031", "payload": {"x": [1, 2]}}, {"payload": "s", "inverse": 3}, {"payload": null}]}"#).unwrap();
     assert_eq!(payloads(&b), [r#"{"x": [1, 2]}"#, r#""s""#, "null"]);
-    assert_eq!(b.commits[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(b.key(&b.commits[0]), Some(&b"k1"[..]));
     assert_eq!(b.inverse(&b.commits[1]), b"3");
+}
+
+#[test]
+fn plain_keys_are_read_in_place_and_every_form_of_a_commit_reads_the_same() {
+    let b = parse_str(
+        JSON,
+        r#"{"commits": [{"key": "k1", "payload": 1}, {"payload": 2, "key": "k\u0031"}, {"key": null, "payload": 3}, {"payload": 4, "key": "k1", "inverse": 5}]}"#,
+    )
+    .unwrap();
+    assert!(matches!(b.commits[0].key, CommitKey::InBody(_)), "no copy of a plain key");
+    assert!(matches!(b.commits[1].key, CommitKey::Owned(_)), "an escaped key is unescaped");
+    let keys: Vec<Option<&[u8]>> = b.commits.iter().map(|c| b.key(c)).collect();
+    assert_eq!(keys, [Some(&b"k1"[..]), Some(b"k1"), None, Some(b"k1")]);
+    assert_eq!(payloads(&b), ["1", "2", "3", "4"]);
+    assert_eq!(b.inverse(&b.commits[3]), b"5");
+    assert!(!b.commits[2].has_key() && b.commits[3].has_key());
 }
 
 #[test]
