@@ -16,6 +16,9 @@ run() { # label binary args...
     local pid=$!
     for _ in $(seq 100); do curl -sf 127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
     "$bench" "$@" --addr 127.0.0.1:$port --json "$out/$label.json" >"$out/$label.txt" 2>&1 || echo "FAILED $label" >>"$out/$label.txt"
+    # The server's CPU (user + system, clock ticks) over the whole run: steadier than
+    # throughput on a noisy machine.
+    awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' /proc/$pid/stat >"$out/$label.cpu"
     kill -TERM $pid; wait $pid || true
     rm -rf "$dir"
 }
