@@ -151,6 +151,17 @@ struct Run {
     ids: bool,
 }
 
+/// How a write goes: its parts by shard, its transaction (if any), the core it was planned
+/// on, its key, and its deadline.
+struct Write {
+    plan: std::collections::BTreeMap<u32, Vec<u32>>,
+    txn: Option<u64>,
+    cpu: usize,
+    keyed: Option<Keyed>,
+    deadline: tokio::time::Instant,
+    timeout_ms: u64,
+}
+
 /// The Idempotency-Key of a write and the claim it holds.
 struct Keyed {
     key: String,
@@ -158,15 +169,29 @@ struct Keyed {
 }
 
 impl Run {
-    /// Runs the write in a task of its own, so that a transaction always reaches its decision
-    /// (and a keyed write its record) even if the request times out or its client leaves.
+    /// Runs the write: in a task of its own when it is a transaction or carries a key, so that
+    /// it always reaches its decision (and a keyed write its record) even if the request times
+    /// out or its client leaves; inline otherwise (a plain batch is appended whole or not, and a
+    /// task per request costs a cross-thread wake-up).
     async fn spawn(
         self,
         keyed: Option<Keyed>,
         deadline: tokio::time::Instant,
         timeout_ms: u64,
     ) -> Result<Value, ApiError> {
-        tokio::spawn(self.execute(keyed, deadline, timeout_ms))
+        let cpu = rustix::thread::sched_getcpu();
+        let plan = if self.batch.commits.is_empty() {
+            Default::default()
+        } else {
+            self.entry.plan(&self.batch, self.st.writers.count(), cpu)
+        };
+        let txn = (plan.len() > 1 || (keyed.is_some() && !plan.is_empty()))
+            .then(|| self.entry.log.txns().new_id(plan.len() as u16, keyed.is_some()));
+        let write = Write { plan, txn, cpu, keyed, deadline, timeout_ms };
+        if write.txn.is_none() && write.keyed.is_none() {
+            return self.execute(write).await;
+        }
+        tokio::spawn(self.execute(write))
             .await
             .map_err(|e| ApiError::Internal(format!("write task failed: {e}")))?
     }
@@ -178,21 +203,9 @@ impl Run {
     /// it needs has a slot reserved (so a `503` leaves nothing behind), its parts appended as
     /// pending, then — for a keyed request — its idempotency record appended (the outside
     /// participant), then committed in memory. No file is written for the transaction itself.
-    async fn execute(
-        self,
-        keyed: Option<Keyed>,
-        deadline: tokio::time::Instant,
-        timeout_ms: u64,
-    ) -> Result<Value, ApiError> {
+    async fn execute(self, write: Write) -> Result<Value, ApiError> {
+        let Write { plan, txn, cpu, keyed, deadline, timeout_ms } = write;
         let (st, entry) = (&self.st, &self.entry);
-        let cpu = rustix::thread::sched_getcpu();
-        let plan = if self.batch.commits.is_empty() {
-            Default::default()
-        } else {
-            entry.plan(&self.batch, st.writers.count(), cpu)
-        };
-        let txn = (plan.len() > 1 || (keyed.is_some() && !plan.is_empty()))
-            .then(|| entry.log.txns().new_id(plan.len() as u16, keyed.is_some()));
         let written = if tokio::time::Instant::now() >= deadline {
             // Queued behind other work past the deadline: nothing was handed to a writer.
             Err(ApiError::Deadline { timeout_ms })
