@@ -1,11 +1,15 @@
--- wrk script: POST batches of 1000 commits of 100-byte payloads to shardlog, as NDJSON or JSON.
+-- wrk script: POST batches of commits of 100-byte payloads to shardlog, as NDJSON or JSON (JSON
+-- commits optionally keyed over 64 keys, so that a request spans shards).
 -- Usage: wrk -t1 -c8 -d20s -s bench/wrk/batch.lua \
---          'http://127.0.0.1:7070/v1/logs/bench/commits?durability=async&ids=false' -- ndjson|json
+--          'http://127.0.0.1:7070/v1/logs/bench/commits?durability=async&ids=false' \
+--          -- ndjson|json [COMMITS (1000)] [keyed]
 local COMMITS, PAYLOAD_BYTES = 1000, 100
 local req
 
 function init(args)
   local format = args[1] or "ndjson"
+  COMMITS = tonumber(args[2] or COMMITS)
+  local keyed = args[3] == "keyed"
   local payloads = {}
   for i = 1, COMMITS do
     local s = string.format('{"i":%d,"pad":"', i)
@@ -13,7 +17,10 @@ function init(args)
   end
   local body, ctype
   if format == "json" then
-    for i = 1, COMMITS do payloads[i] = '{"payload":' .. payloads[i] .. '}' end
+    for i = 1, COMMITS do
+      local key = keyed and string.format('"key":"k%d",', i % 64) or ""
+      payloads[i] = '{' .. key .. '"payload":' .. payloads[i] .. '}'
+    end
     body, ctype = '{"commits":[' .. table.concat(payloads, ",") .. ']}', "application/json"
   else
     body, ctype = table.concat(payloads, "\n") .. "\n", "application/x-ndjson"
