@@ -2,14 +2,15 @@
 -- commits optionally keyed over 64 keys, so that a request spans shards).
 -- Usage: wrk -t1 -c8 -d20s -s bench/wrk/batch.lua \
 --          'http://127.0.0.1:7070/v1/logs/bench/commits?durability=async&ids=false' \
---          -- ndjson|json [COMMITS (1000)] [keyed]
-local COMMITS, PAYLOAD_BYTES = 1000, 100
+--          -- ndjson|json [keyed]
+-- Commits per request: WRK_COMMITS in the environment (default 1000). Not a script argument:
+-- `done` runs in a Lua state of its own, where `init` never ran.
+local COMMITS, PAYLOAD_BYTES = tonumber(os.getenv("WRK_COMMITS") or "1000"), 100
 local req
 
 function init(args)
   local format = args[1] or "ndjson"
-  COMMITS = tonumber(args[2] or COMMITS)
-  local keyed = args[3] == "keyed"
+  local keyed = args[2] == "keyed"
   local payloads = {}
   for i = 1, COMMITS do
     local s = string.format('{"i":%d,"pad":"', i)
