@@ -11,7 +11,7 @@ use crate::format::{self, LogMeta};
 use crate::options::{LogOptions, Retention};
 use crate::segment::{self, Segment};
 use crate::shard::Shard;
-use crate::txn::Txns;
+use crate::txn::{FoundParts, Txns};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,25 @@ impl LogInner {
             .map(|s| s.segments.load().iter().find_map(|g| g.first_id.get().copied()))
             .collect();
         self.txns.settle(snap, |last| firsts.iter().any(|f| f.is_some_and(|f| f <= last)))
+    }
+
+    /// Every transaction part from `cut` (per shard: segment sequence, offset) to each shard's
+    /// end, by transaction: what recovery judges them by. Also how many commits it read.
+    pub(crate) fn txn_parts_from(&self, cut: &[(u64, u64)]) -> Result<(FoundParts, u64)> {
+        let mut found = FoundParts::new();
+        let mut read = 0;
+        for (shard, &(seq, off)) in self.shards.iter().zip(cut) {
+            let mut c = shard.cursor_at(seq, off as usize);
+            while let Some(r) = c.next()? {
+                read += 1;
+                if r.frame.flags & format::flags::TXN_PART != 0 {
+                    let e = found.entry(r.frame.aux).or_default();
+                    e.0.insert(r.shard);
+                    e.1 = e.1.max(r.frame.id.0);
+                }
+            }
+        }
+        Ok((found, read))
     }
 
     /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,

@@ -135,7 +135,7 @@ impl Log {
         // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
         // the transactions' cut past what was just decided).
         (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
-            &inner.shards,
+            |cut| inner.txn_parts_from(cut),
             inner.opts.external.as_ref(),
             |shard, first, n| inner.part_present(shard, first, n),
         )?;

@@ -37,13 +37,12 @@
 
 use crate::error::{Result, StorageError};
 use crate::format::{self, TxnRecord};
-use crate::shard::Shard;
 use idgen::Ulid;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 /// The journal is compacted when it grows past this.
 pub const TXN_JOURNAL_BYTES_MAX: u64 = 16 << 20;
@@ -146,6 +145,10 @@ pub(crate) struct EpochSnapshot {
     committed: Vec<usize>,
 }
 
+/// What recovery's scan found: per transaction id, the shards holding a part of it and the
+/// highest ULID among those parts.
+pub(crate) type FoundParts = HashMap<u64, (HashSet<u32>, u128)>;
+
 /// A cut: per shard (segment sequence, offset), and the committed transactions straddling it.
 type CutState = (Vec<(u64, u64)>, Vec<u64>);
 
@@ -247,12 +250,13 @@ impl Txns {
     /// Decides every transaction a crash left undecided: reads each shard from the cut,
     /// commits the ids whose parts are all there (and whose outside participant, if they name
     /// one, holds them), aborts the rest, and rewrites the journal with the aborts, durably.
-    /// `present(shard, first ULID, count)` checks a part that an earlier build journaled. Call
-    /// once, after the shards are recovered and before any reader or writer runs. Returns the
-    /// ids aborted and how many commits it read.
+    /// `scan(cut)` reads the shards from the cut (`LogInner::txn_parts_from`); `present(shard,
+    /// first ULID, count)` checks a part that an earlier build journaled. Call once, after the
+    /// shards are recovered and before any reader or writer runs. Returns the ids aborted and
+    /// how many commits the scan read.
     pub(crate) fn recover(
         &self,
-        shards: &[Arc<Shard>],
+        scan: impl FnOnce(&[(u64, u64)]) -> Result<(FoundParts, u64)>,
         external: &dyn External,
         present: impl Fn(u32, u128, u32) -> Result<bool>,
     ) -> Result<(Vec<u64>, u64)> {
@@ -278,18 +282,8 @@ impl Txns {
         }
         // Without a cut the journal is new or an earlier build's, whose parts all have records.
         if let Some((cut, straddling)) = cut {
-            let mut found: HashMap<u64, (HashSet<u32>, u128)> = HashMap::new();
-            for (shard, &(seq, off)) in shards.iter().zip(&cut) {
-                let mut c = shard.cursor_at(seq, off as usize);
-                while let Some(r) = c.next()? {
-                    scanned += 1;
-                    if r.frame.flags & format::flags::TXN_PART != 0 {
-                        let e = found.entry(r.frame.aux).or_default();
-                        e.0.insert(r.shard);
-                        e.1 = e.1.max(r.frame.id.0);
-                    }
-                }
-            }
+            let (mut found, read) = scan(&cut)?;
+            scanned = read;
             // Settled before the crash, with parts on both sides of the cut: as they are.
             found.retain(|id, _| !straddling.contains(id));
             for (id, (on, last)) in found {
