@@ -202,7 +202,9 @@ fn parse_ndjson(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
     let mut start = 0;
     let mut index = 0;
     while start < body.len() {
-        let end = memchr_newline(&body[start..]).map_or(body.len(), |i| start + i);
+        let next = memchr_newline(&body[start..]).map_or(body.len(), |i| start + i);
+        // A line ends at `\n` or `\r\n`: the `\r` of a CRLF belongs to the line end.
+        let end = if next > start && body[next - 1] == b'\r' { next - 1 } else { next };
         if end > start {
             match check_payload(end - start, limits) {
                 Ok(()) => batch.commits.push(Commit {
@@ -214,7 +216,7 @@ fn parse_ndjson(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
             }
             index += 1;
         }
-        start = end + 1;
+        start = next + 1;
     }
     Ok(())
 }

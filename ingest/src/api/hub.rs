@@ -89,7 +89,8 @@ pub struct Chunk {
     pub ids: Vec<Ulid>,
     /// Their NDJSON lines, each ending in `\n`.
     lines: Parts,
-    /// Their events (`id:`, `event: commit`, `data:` the line), each ending in a blank line.
+    /// Their events (`id:`, `data:` the line), each ending in a blank line: plain `message`
+    /// events, with no `event:` field, so a browser's `EventSource.onmessage` receives them.
     events: OnceLock<Parts>,
     /// Their keys (empty: none).
     keys: Parts,
@@ -131,7 +132,7 @@ impl Chunk {
                 let line = self.lines.get(i);
                 b.bytes.extend_from_slice(b"id: ");
                 b.bytes.extend_from_slice(&idgen::encode(*id));
-                b.bytes.extend_from_slice(b"\nevent: commit\ndata: ");
+                b.bytes.extend_from_slice(b"\ndata: ");
                 b.bytes.extend_from_slice(&line[..line.len() - 1]);
                 b.bytes.extend_from_slice(b"\n\n");
                 b.end_part();

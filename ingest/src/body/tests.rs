@@ -24,6 +24,12 @@ fn ndjson_lines_are_stored_byte_for_byte_and_empty_lines_skipped() {
 }
 
 #[test]
+fn crlf_ends_a_line_and_a_blank_crlf_line_is_no_commit() {
+    let b = parse_str(NDJSON, "{\"a\": 1}\r\n\r\nx\r\n\ry\nlast\r").unwrap();
+    assert_eq!(payloads(&b), ["{\"a\": 1}", "x", "\ry", "last"]);
+}
+
+#[test]
 fn json_payloads_keep_their_text_and_keys_are_unescaped() {
     let b = parse_str(JSON, r#"{"commits": [{"key": "k\u0031", "payload": {"x": [1, 2]}}, {"payload": "s", "inverse": 3}, {"payload": null}]}"#).unwrap();
     assert_eq!(payloads(&b), [r#"{"x": [1, 2]}"#, r#""s""#, "null"]);

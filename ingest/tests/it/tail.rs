@@ -29,6 +29,10 @@ fn tail(addr: &str, path: &str, extra_headers: &str, want: usize) -> Vec<String>
     let mut buf = [0u8; 65536];
     loop {
         let ids = ids_in(&raw);
+        assert!(
+            !raw.lines().any(|l| l.starts_with("event:")),
+            "commit events are plain message events, with no event field:\n{raw}"
+        );
         if ids.len() >= want {
             return ids; // dropping the socket disconnects the tail
         }
