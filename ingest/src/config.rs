@@ -45,6 +45,11 @@ pub struct Config {
     pub auth: Option<PathBuf>,
     /// Allow listening on a non-loopback address without `auth`.
     pub insecure: bool,
+    /// Origins whose web pages may call the API (CORS); `*` for any. Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Names a `Host` header may give besides loopback names and addresses and the listen
+    /// address; any other host is answered `421`.
+    pub allowed_hosts: Vec<String>,
     /// Cold archive (not supported yet: refused at startup).
     pub archive: Option<String>,
     /// Writer threads (0: one per core).
@@ -105,6 +110,8 @@ impl Default for Config {
             auto_create: true,
             auth: None,
             insecure: false,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             archive: None,
             writers: 0,
             default_shards: 0,
@@ -194,6 +201,23 @@ impl Config {
                 "listen",
                 format!("{} is not a loopback address: pass --auth, or --insecure", self.listen),
             );
+        }
+        for o in &self.cors_origins {
+            let scheme = o.split_once("://");
+            let plain = scheme.is_some_and(|(s, rest)| {
+                matches!(s, "http" | "https") && !rest.is_empty() && !rest.contains(['/', ' '])
+            });
+            if o != "*" && !plain {
+                return bad(
+                    "cors_origins",
+                    format!("{o:?} is not * nor an origin like https://app.example:8443"),
+                );
+            }
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || h.contains(['/', ' ', ':']) {
+                return bad("allowed_hosts", format!("{h:?} is not a host name (no port)"));
+            }
         }
         if self.writers > 256 {
             return bad("writers", format!("{} is above 256", self.writers));

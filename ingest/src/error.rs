@@ -119,6 +119,12 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// The `Host` header names no name this server answers to (`--allowed-host`).
+    #[error("host {host:?} is not served here (loopback names and --allowed-host only)")]
+    MisdirectedHost {
+        /// The `Host` header sent.
+        host: String,
+    },
     /// The disk is full.
     #[error("disk full: {detail}")]
     DiskFull {
@@ -158,6 +164,9 @@ impl ApiError {
             ApiError::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::CursorExpired { .. } => (StatusCode::GONE, "cursor_expired"),
             ApiError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            ApiError::MisdirectedHost { .. } => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -42,6 +42,12 @@ struct ServeArgs {
     /// Allow a non-loopback listen address without --auth.
     #[arg(long)]
     insecure: bool,
+    /// An origin whose web pages may call the API (CORS), or `*`; repeatable.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+    /// A name the Host header may give besides loopback ones (others get 421); repeatable.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_host: Vec<String>,
     /// Cold archive directory or s3:// URL (not available in this build).
     #[arg(long)]
     archive: Option<String>,
@@ -90,6 +96,12 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if args.archive.is_some() {
         c.archive = args.archive;
+    }
+    if !args.cors_origin.is_empty() {
+        c.cors_origins = args.cors_origin;
+    }
+    if !args.allowed_host.is_empty() {
+        c.allowed_hosts = args.allowed_host;
     }
     if let Some(v) = args.writers {
         c.writers = v;

@@ -4,6 +4,7 @@
 //! blocking pool (a read can fault pages of a mapped file in, which must not stall the async
 //! workers). What it is not: the writers or the storage.
 
+mod access;
 pub mod hub;
 mod ingest;
 mod logs;
@@ -78,6 +79,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             use axum::response::IntoResponse;
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), access::guard))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), metrics::observe))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! ingest's integration tests: the HTTP API through `app().oneshot()`, and the real `shardlog`
 //! binary on a loopback port — killed with SIGKILL under load, stopped with SIGTERM, overloaded.
 
+mod access;
 mod api;
 mod atomic;
 mod history;
