@@ -95,7 +95,8 @@ fn get(addr: &str, path: &str, ndjson: bool) -> (String, String) {
 /// Sends a GET of `path` asking for NDJSON on `s` and reads its head, which must be a `200`;
 /// the body is left unread.
 fn open_ndjson(s: &mut TcpStream, path: &str) -> String {
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\naccept: application/x-ndjson\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let (head, _) = read_head(s);
     assert!(head.starts_with("http/1.1 200"), "{head}");

@@ -283,7 +283,8 @@ fn sigterm_drains_exits_zero_and_the_next_start_needs_no_repair() {
         .iter()
         .map(|h| {
             let mut s = TcpStream::connect(&server.addr).unwrap();
-            write!(s, "GET /v1/logs/t/tail?after=now HTTP/1.1\r\nhost: x\r\n{h}\r\n").unwrap();
+            write!(s, "GET /v1/logs/t/tail?after=now HTTP/1.1\r\nhost: localhost\r\n{h}\r\n")
+                .unwrap();
             s
         })
         .collect();

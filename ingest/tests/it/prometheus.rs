@@ -97,7 +97,7 @@ fn load(addr: &str, secs: u64) -> std::net::TcpStream {
     let mut tail = std::net::TcpStream::connect(addr).unwrap();
     write!(
         tail,
-        "GET /v1/logs/orders/tail HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n"
+        "GET /v1/logs/orders/tail HTTP/1.1\r\nhost: localhost\r\naccept: application/x-ndjson\r\n\r\n"
     )
     .unwrap();
     let t = Instant::now();
@@ -186,7 +186,7 @@ fn real_prometheus_scrapes_and_evaluates_every_query() {
     assert_eq!(s, 200);
     let scrape = {
         let mut c = std::net::TcpStream::connect(&server.addr).unwrap();
-        write!(c, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         out.split_once("\r\n\r\n").unwrap().1.to_owned()

@@ -199,7 +199,7 @@ fn a_live_tail_that_falls_behind_its_hub_reads_on_its_own_and_misses_nothing() {
     let mut s = connect_small(&server.addr);
     write!(
         s,
-        "GET /v1/logs/tl/tail?after={after} HTTP/1.1\r\nhost: x\r\naccept: application/x-ndjson\r\n\r\n"
+        "GET /v1/logs/tl/tail?after={after} HTTP/1.1\r\nhost: localhost\r\naccept: application/x-ndjson\r\n\r\n"
     )
     .unwrap();
     wait_metric(&server.addr, "shardlog_tail_hubs", 1.0);
