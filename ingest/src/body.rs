@@ -55,6 +55,17 @@ pub enum CommitKey {
     Owned(Box<[u8]>),
 }
 
+impl CommitKey {
+    /// The key's length, if there is one.
+    fn len(&self) -> Option<usize> {
+        match self {
+            CommitKey::None => None,
+            CommitKey::InBody(r) => Some(r.len()),
+            CommitKey::Owned(k) => Some(k.len()),
+        }
+    }
+}
+
 impl Commit {
     /// Whether it has a key.
     pub fn has_key(&self) -> bool {
@@ -81,14 +92,6 @@ impl Batch {
     /// A commit's inverse payload.
     pub fn inverse(&self, c: &Commit) -> &[u8] {
         &self.body[c.inverse.clone()]
-    }
-    /// The length of `key`, if it is one.
-    fn key_len(&self, key: &CommitKey) -> Option<usize> {
-        match key {
-            CommitKey::None => None,
-            CommitKey::InBody(r) => Some(r.len()),
-            CommitKey::Owned(k) => Some(k.len()),
-        }
     }
     /// A commit's key, if it has one.
     pub fn key<'a>(&'a self, c: &'a Commit) -> Option<&'a [u8]> {
@@ -330,7 +333,7 @@ fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), Ap
             Some(std::borrow::Cow::Borrowed(k)) => CommitKey::InBody(range_of_str(k)),
             Some(std::borrow::Cow::Owned(k)) => CommitKey::Owned(k.into_bytes().into_boxed_slice()),
         };
-        if let Some(k) = batch.key_len(&key)
+        if let Some(k) = key.len()
             && (k == 0 || k > limits.key_bytes_max)
         {
             let reason = format!("key of {k} bytes is not in 1..={}", limits.key_bytes_max);

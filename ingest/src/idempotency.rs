@@ -109,11 +109,7 @@ impl storage::External for Holder {
     /// Makes every record appended so far durable (`async` writes never sync their own), so a
     /// checkpoint that settles their transactions never leaves commits without their record.
     fn flush(&self) -> std::io::Result<()> {
-        let now = {
-            let f = crate::lock(&self.store.file);
-            (f.generation, f.len)
-        };
-        self.store.sync_through(now)
+        self.store.sync_through(None)
     }
 }
 
@@ -236,7 +232,7 @@ impl Idempotency {
         let record = Record { at_ms: now_ms, response: bytes, txn };
         let written = self.append(&id, &record).and_then(|at| {
             if sync {
-                self.sync_through(at)?;
+                self.sync_through(Some(at))?;
             }
             Ok(at)
         });
@@ -280,17 +276,21 @@ impl Idempotency {
         Ok((f.generation, f.len))
     }
 
-    /// Makes the file durable at least through `at` (generation, length): waits for a sync
-    /// in progress, and syncs only if that one did not cover `at`.
-    fn sync_through(&self, at: (u64, u64)) -> std::io::Result<()> {
+    /// Makes the file durable at least through `at` (generation, length), or through
+    /// everything appended so far when `None`: waits for a sync in progress, and syncs only if
+    /// that one did not cover it.
+    fn sync_through(&self, at: Option<(u64, u64)>) -> std::io::Result<()> {
         let mut synced = crate::lock(&self.synced);
-        if *synced >= at {
+        if at.is_some_and(|at| *synced >= at) {
             return Ok(());
         }
         let (file, now) = {
             let f = crate::lock(&self.file);
             (Arc::clone(&f.file), (f.generation, f.len))
         };
+        if *synced >= now {
+            return Ok(());
+        }
         // A compaction since `at` wrote a new file synced whole: syncing it covers `at` too.
         file.sync_data()?;
         *synced = (*synced).max(now);

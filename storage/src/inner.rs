@@ -79,12 +79,17 @@ impl LogInner {
             return Err(e);
         }
         // An aborted transaction's record can go once no shard holds a commit up to its last.
-        let firsts: Vec<Option<u128>> = self
-            .shards
-            .iter()
-            .map(|s| s.segments.load().iter().find_map(|g| g.first_id.get().copied()))
-            .collect();
-        self.txns.settle(snap, |last| firsts.iter().any(|f| f.is_some_and(|f| f <= last)))
+        // (The shards' first commits are looked up only if there is an abort to judge.)
+        let firsts = std::cell::OnceCell::new();
+        let firsts = || {
+            firsts.get_or_init(|| {
+                self.shards
+                    .iter()
+                    .map(|s| s.segments.load().iter().find_map(|g| g.first_id.get().copied()))
+                    .collect::<Vec<Option<u128>>>()
+            })
+        };
+        self.txns.settle(snap, |last| firsts().iter().any(|f| f.is_some_and(|f| f <= last)))
     }
 
     /// Every transaction part from `cut` (per shard: segment sequence, offset) to each shard's

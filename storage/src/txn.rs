@@ -125,6 +125,23 @@ struct Live {
     first_epoch: u64,
 }
 
+impl Live {
+    /// Epoch number `n`, if still open.
+    fn epoch(&mut self, n: u64) -> Option<&mut Epoch> {
+        let i = usize::try_from(n.checked_sub(self.first_epoch)?).ok()?;
+        self.epochs.get_mut(i)
+    }
+
+    /// Applies `f` to each epoch `snap` took commits from, with the count it took.
+    fn each_taken(&mut self, snap: EpochSnapshot, f: impl Fn(&mut Epoch, usize)) {
+        for (k, n) in snap.committed.into_iter().enumerate() {
+            if let Some(e) = self.epoch(snap.first_epoch + k as u64) {
+                f(e, n);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Epoch {
     /// Every shard's end when the epoch opened: parts of transactions begun in it lie beyond.
@@ -260,7 +277,6 @@ impl Txns {
         external: &dyn External,
         present: impl Fn(u32, u128, u32) -> Result<bool>,
     ) -> Result<(Vec<u64>, u64)> {
-        let mut scanned = 0;
         let (cut, legacy_open, legacy_committed) = {
             let mut j = lock(&self.journal);
             (
@@ -281,6 +297,7 @@ impl Txns {
             }
         }
         // Without a cut the journal is new or an earlier build's, whose parts all have records.
+        let mut scanned = 0;
         if let Some((cut, straddling)) = cut {
             let (mut found, read) = scan(&cut)?;
             scanned = read;
@@ -294,7 +311,7 @@ impl Txns {
             }
         }
         let mut j = lock(&self.journal);
-        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let mut states = self.states_mut();
         for &(id, last) in &aborted_now {
             j.aborts.insert(id, last);
             states.insert(id, Visibility::Aborted);
@@ -331,7 +348,7 @@ impl Txns {
     /// appear below a value it already answered — bounds the watermark until it is decided.
     /// In memory only. Callers: [`crate::Log::begin_txn`].
     pub(crate) fn begin(&self, id: u64, floor: impl FnOnce() -> Ulid) {
-        self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Pending);
+        self.states_mut().insert(id, Visibility::Pending);
         let mut live = lock(&self.live);
         let epoch = live.first_epoch + live.epochs.len() as u64 - 1;
         live.epochs.back_mut().expect("one epoch is always open").unsettled += 1;
@@ -349,12 +366,13 @@ impl Txns {
     /// In memory only; the next checkpoint settles it once it has flushed the parts.
     pub fn commit(&self, id: u64) {
         let mut live = lock(&self.live);
-        if let Some((_, epoch)) = live.pending.remove(&id) {
-            let i = (epoch - live.first_epoch) as usize;
-            live.epochs[i].committed_unflushed += 1;
+        if let Some((_, n)) = live.pending.remove(&id)
+            && let Some(e) = live.epoch(n)
+        {
+            e.committed_unflushed += 1;
         }
         drop(live);
-        self.states.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.states_mut().remove(&id);
     }
 
     /// Aborts `id`, none of whose parts holds a ULID above `last` (`u128::MAX` if unknown):
@@ -362,16 +380,16 @@ impl Txns {
     /// returns. If that fails, the transaction stays unsettled, so recovery decides it from
     /// what is on disk: the caller cannot tell its client that nothing was written.
     pub fn abort(&self, id: u64, last: u128) -> Result<()> {
-        self.states.write().unwrap_or_else(|p| p.into_inner()).insert(id, Visibility::Aborted);
+        self.states_mut().insert(id, Visibility::Aborted);
         let epoch = lock(&self.live).pending.remove(&id).map(|(_, e)| e);
         let mut j = lock(&self.journal);
         j.append(&TxnRecord::Aborted { id, last })?;
         j.aborts.insert(id, last);
         drop(j);
-        if let Some(e) = epoch {
-            let mut live = lock(&self.live);
-            let i = (e - live.first_epoch) as usize;
-            live.epochs[i].unsettled -= 1;
+        if let Some(n) = epoch
+            && let Some(e) = lock(&self.live).epoch(n)
+        {
+            e.unsettled -= 1;
         }
         Ok(())
     }
@@ -392,14 +410,7 @@ impl Txns {
     /// After a checkpoint that failed before its flush completed: gives back the commits
     /// `snap` took, so the next checkpoint settles them.
     pub(crate) fn unsettle(&self, snap: EpochSnapshot) {
-        let mut live = lock(&self.live);
-        for (k, n) in snap.committed.into_iter().enumerate() {
-            let number = snap.first_epoch + k as u64;
-            if number >= live.first_epoch {
-                let i = (number - live.first_epoch) as usize;
-                live.epochs[i].committed_unflushed += n;
-            }
-        }
+        lock(&self.live).each_taken(snap, |e, n| e.committed_unflushed += n);
     }
 
     /// After the flush that followed `snap`: settles the commits it took, closes the epochs
@@ -413,13 +424,7 @@ impl Txns {
     ) -> Result<()> {
         let cut = {
             let mut live = lock(&self.live);
-            for (k, n) in snap.committed.into_iter().enumerate() {
-                let number = snap.first_epoch + k as u64;
-                if number >= live.first_epoch {
-                    let i = (number - live.first_epoch) as usize;
-                    live.epochs[i].unsettled -= n;
-                }
-            }
+            live.each_taken(snap, |e, n| e.unsettled -= n);
             // The cut: the positions of the oldest epoch with a transaction not settled (or
             // the newest). Those begun before it are all settled, so the ones in flight when it
             // opened, which may straddle it, are aborted (on record) or committed and on disk:
@@ -433,11 +438,10 @@ impl Txns {
         };
         let mut j = lock(&self.journal);
         let before = j.aborts.len();
-        let states = &self.states;
         j.aborts.retain(|id, last| {
             let keep = still_held(*last);
             if !keep {
-                states.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+                self.states_mut().remove(id);
             }
             keep
         });
@@ -455,6 +459,11 @@ impl Txns {
             j.cut = Some(cut);
         }
         Ok(())
+    }
+
+    /// The states, for writing.
+    fn states_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Visibility>> {
+        self.states.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Aborted transactions still tracked (their parts may still be stored).

@@ -104,7 +104,7 @@ pub(super) async fn post_commits(
         return Err(ApiError::Deadline { timeout_ms });
     }
     let Some(key) = key else {
-        return tokio::time::timeout_at(deadline, run.spawn(None, deadline, timeout_ms))
+        return tokio::time::timeout_at(deadline, run.perform(None, deadline, timeout_ms))
             .await
             .map_err(deadline_hit)?
             .map(Json);
@@ -127,7 +127,7 @@ pub(super) async fn post_commits(
                 let keyed = Keyed { key, done };
                 return tokio::time::timeout_at(
                     deadline,
-                    run.spawn(Some(keyed), deadline, timeout_ms),
+                    run.perform(Some(keyed), deadline, timeout_ms),
                 )
                 .await
                 .map_err(deadline_hit)?
@@ -173,7 +173,7 @@ impl Run {
     /// it always reaches its decision (and a keyed write its record) even if the request times
     /// out or its client leaves; inline otherwise (a plain batch is appended whole or not, and a
     /// task per request costs a cross-thread wake-up).
-    async fn spawn(
+    async fn perform(
         self,
         keyed: Option<Keyed>,
         deadline: tokio::time::Instant,
@@ -358,9 +358,9 @@ async fn log_for_write(st: &Arc<AppState>, log: &str) -> Result<Arc<LogEntry>, A
 }
 
 /// Queues each shard's part on its writer, one job per writer — all parts or none (`503` when
-/// a queue is full) — and collects the IDs in request order. Transaction `txn` (if any) begins once every slot
-/// is reserved, and is aborted here if a part fails. `cpu` is the core the request ran on (a
-/// handoff to another core's writer is counted as crossed).
+/// a queue is full) — and collects the IDs in request order. Transaction `txn` (if any) begins
+/// once every slot is reserved, and is aborted here if a part fails. `cpu` is the core the
+/// request ran on (a handoff to another core's writer is counted as crossed).
 async fn write_parts(
     st: &AppState,
     entry: &Arc<LogEntry>,
