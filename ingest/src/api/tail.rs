@@ -7,7 +7,8 @@
 //! caught up it joins its log's hub (`hub`: one merger feeding every live tail) and goes back
 //! to its own merger, from its exact cursor, if it falls behind the hub's buffer. It sends
 //! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
-//! `send_stall_ms` (config) is disconnected, never buffered without limit.
+//! `send_stall_ms` (config) is disconnected, never buffered without limit. A tail that arrives
+//! while recovery runs waits for it, up to its `timeout`, rather than answering `503`.
 
 use super::hub::{self, Chunk, Follower, Read};
 use super::{AppState, blocking, check_name, existing_log};
@@ -23,6 +24,7 @@ use idgen::Ulid;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use storage::Start;
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +34,8 @@ pub const TAIL_CHUNKS_MAX: usize = 16;
 /// Chunks a tail reads on its own, at most, when it joins its hub (past that it is not caught
 /// up: it tries again later).
 pub const TAIL_JOIN_CHUNKS_MAX: usize = 8;
+/// How often a tail waiting for recovery looks whether it has finished.
+pub const READY_POLL_MS: u64 = 20;
 /// A comment line is sent when idle this long, to keep proxies from closing the stream.
 pub const TAIL_KEEPALIVE_MS: u64 = 15_000;
 
@@ -41,6 +45,8 @@ pub(super) struct TailQuery {
     after: Option<String>,
     key: Option<String>,
     consumer: Option<String>,
+    /// How long to wait for recovery, if it is running (default `read_timeout_ms`).
+    timeout: Option<String>,
 }
 
 pub(super) async fn tail(
@@ -49,8 +55,11 @@ pub(super) async fn tail(
     query: Result<Query<TailQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let entry = existing_log(&st, &log)?;
+    check_name(&log)?;
     let q = super::query(query)?;
+    let wait_ms = super::timeout_ms(q.timeout.as_deref(), st.config.read_timeout_ms)?;
+    wait_for_recovery(&st, Duration::from_millis(wait_ms)).await;
+    let entry = existing_log(&st, &log)?;
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // A reconnecting client's Last-Event-ID wins over the URL it reconnects to.
     let start = match (last_event.as_deref(), q.after.as_deref(), q.consumer.as_deref()) {
@@ -91,6 +100,20 @@ pub(super) async fn tail(
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+/// Waits until recovery has finished, at most `wait` (or until the server stops): a browser's
+/// EventSource gives up for good on any answer but `200`, so a tail that reconnects while the
+/// server restarts waits rather than failing. (Past `wait`, `existing_log` answers `503`.)
+async fn wait_for_recovery(st: &AppState, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while !st.ready.load(Ordering::Acquire) && !*st.stopping.borrow() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(READY_POLL_MS))).await;
+    }
 }
 
 /// Consumer names follow the log-name rule.

@@ -10,6 +10,7 @@ mod pages;
 mod process;
 mod prometheus;
 mod tail;
+mod tail_recovery;
 mod timeline;
 
 use axum::body::Body;
