@@ -40,19 +40,9 @@ impl CheckpointFile {
             .truncate(false)
             .open(&path)
             .map_err(|e| StorageError::io("open checkpoint", &path, e))?;
-        let mut bytes = vec![0u8; 2 * slot];
-        let len = file.metadata().map_err(|e| StorageError::io("stat checkpoint", &path, e))?.len()
-            as usize;
-        let readable = len.min(bytes.len());
-        file.read_exact_at(&mut bytes[..readable], 0)
-            .map_err(|e| StorageError::io("read checkpoint", &path, e))?;
-        // An invalid slot is a torn write or a never-written slot; the other one stands.
-        let current = bytes
-            .chunks(slot)
-            .filter_map(|b| format::decode_checkpoint(b, shards).ok())
-            .max_by_key(|c| c.generation);
+        let current = read_slots(&file, &path, shards)?;
         if !existed {
-            file.set_len(bytes.len() as u64)
+            file.set_len(2 * slot as u64)
                 .map_err(|e| StorageError::io("size checkpoint", &path, e))?;
             file.sync_all().map_err(|e| StorageError::io("fsync checkpoint", &path, e))?;
             crate::segment::sync_dir(dir)?;
@@ -82,6 +72,34 @@ impl CheckpointFile {
         self.last = entries;
         Ok(())
     }
+}
+
+/// The current checkpoint in `dir` without changing anything (`Log::open_read_only`): `None`
+/// when there is no file or no valid slot.
+pub(crate) fn read_only(dir: &Path, shards: usize) -> Result<Option<Checkpoint>> {
+    let path = dir.join("checkpoint");
+    match File::open(&path) {
+        Ok(file) => read_slots(&file, &path, shards),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("open checkpoint", &path, e)),
+    }
+}
+
+/// Decodes both slots of an open checkpoint file (missing bytes read as zero); the valid slot
+/// with the higher generation is current.
+fn read_slots(file: &File, path: &Path, shards: usize) -> Result<Option<Checkpoint>> {
+    let slot = format::checkpoint_slot_len(shards);
+    let mut bytes = vec![0u8; 2 * slot];
+    let len =
+        file.metadata().map_err(|e| StorageError::io("stat checkpoint", path, e))?.len() as usize;
+    let readable = len.min(bytes.len());
+    file.read_exact_at(&mut bytes[..readable], 0)
+        .map_err(|e| StorageError::io("read checkpoint", path, e))?;
+    // An invalid slot is a torn write or a never-written slot; the other one stands.
+    Ok(bytes
+        .chunks(slot)
+        .filter_map(|b| format::decode_checkpoint(b, shards).ok())
+        .max_by_key(|c| c.generation))
 }
 
 /// What `checkpoint` says is on disk of segment `seq` of a shard.

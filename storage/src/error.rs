@@ -165,6 +165,18 @@ pub enum StorageError {
     /// The ULID space is exhausted (year 10889).
     #[error("ULID space exhausted")]
     IdsExhausted,
+    /// The log was opened read-only (`Log::open_read_only`) and this would write.
+    #[error("the log is open read-only: cannot {op}")]
+    ReadOnly {
+        /// What would have written.
+        op: &'static str,
+    },
+    /// The directory holds no log (no `log.meta`).
+    #[error("{dir} holds no log")]
+    NotALog {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Invalid options.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {

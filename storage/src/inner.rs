@@ -30,7 +30,8 @@ pub(crate) struct LogInner {
     pub(crate) recycle_seq: AtomicU64,
     pub(crate) background_errors: AtomicU64,
     pub(crate) last_background_error: Mutex<Option<String>>,
-    pub(crate) checkpoint: Mutex<CheckpointFile>,
+    /// `None` when the log is open read-only (`Log::open_read_only`): nothing is written.
+    pub(crate) checkpoint: Mutex<Option<CheckpointFile>>,
     pub(crate) txns: Arc<Txns>,
     /// Held (flock) while the log is open.
     pub(crate) _lock: File,
@@ -45,13 +46,25 @@ impl LogInner {
         }
     }
 
+    /// Whether the log was opened read-only: no file of it is ever written.
+    pub(crate) fn read_only(&self) -> bool {
+        self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
     pub(crate) fn flush(&self) -> Result<()> {
+        if self.read_only() {
+            // Nothing was written, so nothing is to be made durable.
+            return Ok(());
+        }
         self.shards.iter().try_for_each(|s| s.flush())
     }
 
     /// Flushes every shard and records what is now on disk: per shard, its newest segment and
     /// that segment's durable length (all older segments were flushed whole, as they are final).
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        if self.read_only() {
+            return Err(StorageError::ReadOnly { op: "write a checkpoint" });
+        }
         // Transactions committed before the flush below have their parts on disk after it; a
         // transaction begun from now on writes beyond the shards' ends now.
         let snap = self.txns.open_epoch(|| self.shards.iter().map(|s| s.end_position()).collect());
@@ -66,7 +79,10 @@ impl LogInner {
                     durable_len: newest.map_or(0, |s| s.flushed.load(Ordering::Acquire) as u64),
                 });
             }
-            self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).write(entries)?;
+            match self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                Some(file) => file.write(entries)?,
+                None => return Err(StorageError::ReadOnly { op: "write a checkpoint" }),
+            }
             // The outside participant's records of what was just flushed must be durable
             // too before the cut passes those transactions.
             self.opts

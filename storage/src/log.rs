@@ -9,7 +9,9 @@
 //! recycle/                  retired segment files waiting to be reused
 //! ```
 //! [`Log::open`] recovers every shard (see `recovery`) and returns one [`ShardWriter`] per
-//! shard: exactly one writer each, by construction.
+//! shard: exactly one writer each, by construction. [`Log::open_read_only`] opens a
+//! log to inspect it: it changes no file (no cut, no seal, no checkpoint, no journal) and has
+//! no writers.
 //!
 //! What it is not: a registry of logs (the service keeps that) or a merger across shards.
 
@@ -78,85 +80,179 @@ impl Log {
     ) -> Result<(Log, Vec<ShardWriter>, RecoveryReport)> {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StorageError::io("create log directory", &dir, e))?;
-        let lock = lock_dir(&dir)?;
-        let meta = load_or_create_meta(&dir, &opts)?;
-        let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
-        let txns = Arc::new(Txns::load(&dir, meta.shards as usize)?);
-        let recycle_dir = dir.join("recycle");
-        std::fs::create_dir_all(&recycle_dir)
-            .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
-        // Only files named like segments join the pool; anything else is left alone.
-        let recycle = list_files(&recycle_dir)?
-            .into_iter()
-            .filter(|(_, name)| segment::parse_file_name(name).is_some())
-            .map(|(p, _)| p)
-            .collect::<Vec<_>>();
-        // Next free name in the pool: above every name there (names are numbers).
-        let recycle_next = recycle
-            .iter()
-            .filter_map(|p| {
-                p.file_name().and_then(|n| segment::parse_file_name(&n.to_string_lossy()))
-            })
-            .max()
-            .map_or(0, |n| n + 1);
-        let (tx, rx) = crossbeam_channel::bounded(1024);
-        let recycle = Arc::new(Mutex::new(recycle));
-        let cfg = WriterConfig {
-            segment_bytes: opts.segment_bytes,
-            index_interval_bytes: opts.index_interval_bytes,
-            recycle: Arc::clone(&recycle),
+        open_dir(dir, opts)
+    }
+
+    /// Opens the log in `dir` to inspect it, changing nothing in the directory: the stored
+    /// settings are taken as they are, segments are opened and mapped read-only at their own
+    /// length, torn tails are reported in the [`RecoveryReport`] (readers stop before them)
+    /// instead of cut, rolled-away segments are not sealed, `.tmp` files stay, and no
+    /// checkpoint, metadata or journal is written. Transactions a crash left undecided are
+    /// decided in memory only, asking `external` about those with an outside participant. The
+    /// log's lock is taken shared, so writers (who take it exclusive) are kept out while the
+    /// handle lives and other inspectors are not. The handle has no writers; `set_retention`,
+    /// `apply_retention` and `checkpoint` answer [`StorageError::ReadOnly`].
+    pub fn open_read_only(
+        dir: impl AsRef<Path>,
+        external: Arc<dyn crate::txn::External>,
+    ) -> Result<(Log, RecoveryReport)> {
+        let dir = dir.as_ref().to_owned();
+        let meta =
+            Log::stored_meta(&dir)?.ok_or_else(|| StorageError::NotALog { dir: dir.clone() })?;
+        let lock = lock_dir_shared(&dir)?;
+        let shards = meta.shards as usize;
+        let current = checkpoint::read_only(&dir, shards)?;
+        let txns = Arc::new(Txns::load(&dir, shards, true)?);
+        let opts = LogOptions {
+            shards: meta.shards,
+            retention: Retention {
+                max_age_ms: (meta.max_age_ms > 0).then_some(meta.max_age_ms),
+                max_bytes: (meta.max_bytes > 0).then_some(meta.max_bytes),
+            },
+            background: false,
+            external,
+            ..LogOptions::default()
         };
         let mut report = RecoveryReport::default();
-        let mut shards = Vec::new();
-        let mut writers = Vec::new();
+        let mut list = Vec::with_capacity(shards);
         for i in 0..meta.shards {
             let entry = current.as_ref().and_then(|c| c.shards.get(i as usize));
-            let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, entry, &txns, &mut report)?;
-            shards.push(shard);
-            writers.push(writer);
+            let shard_dir = dir.join("shards").join(format!("{i:05}"));
+            let mut segments = Vec::new();
+            // A shard whose directory is missing has no segments.
+            let files = if shard_dir.is_dir() { list_files(&shard_dir)? } else { Vec::new() };
+            for (path, name) in files {
+                let Some(seq) = segment::parse_file_name(&name) else { continue };
+                let o = segment::open_read_only(
+                    &path,
+                    i,
+                    seq,
+                    opts.index_interval_bytes,
+                    checkpoint::known(entry, seq),
+                )?;
+                if let Some((off, reason)) = &o.torn_at {
+                    report.torn_tails.push((path.clone(), *off as u64, reason.to_string()));
+                }
+                segments.push(o.segment);
+            }
+            segments.sort_by_key(|s| s.seq);
+            list.push(Arc::new(Shard::new(
+                i,
+                shard_dir,
+                segments,
+                Arc::clone(&txns),
+                opts.metrics.clone(),
+            )));
         }
         let inner = Arc::new(LogInner {
             dir,
             meta: Mutex::new(meta),
             opts,
-            shards,
+            shards: list,
             retired: Mutex::new(Vec::new()),
-            recycle_seq: AtomicU64::new(recycle_next),
-            recycle: Arc::clone(&recycle),
+            recycle_seq: AtomicU64::new(0),
+            recycle: Arc::new(Mutex::new(Vec::new())),
             background_errors: AtomicU64::new(0),
             last_background_error: Mutex::new(None),
-            checkpoint: Mutex::new(checkpoint),
+            checkpoint: Mutex::new(None),
             txns,
             _lock: lock,
         });
-        // With every shard recovered, decide what a crash left undecided (durably), then take
-        // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
-        // the transactions' cut past what was just decided).
         (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
             |cut| inner.txn_parts_from(cut),
             inner.opts.external.as_ref(),
             |shard, first, n| inner.part_present(shard, first, n),
         )?;
-        inner.checkpoint()?;
-        let thread = if inner.opts.background {
-            // No segment is prepared here: a writer asks for its next one when its active
-            // segment passes half full (`ShardWriter::append`).
-            let inner2 = Arc::clone(&inner);
-            Some(
-                std::thread::Builder::new()
-                    .name("shardlog-maint".into())
-                    .spawn(move || maintenance::run(inner2, rx))
-                    .map_err(|e| StorageError::io("spawn maintenance thread", &inner.dir, e))?,
-            )
-        } else {
-            drop(rx);
-            None
-        };
-        Ok((Log { inner, tx, thread }, writers, report))
+        // No maintenance thread: nobody reads this channel, and nothing is sent on it.
+        let (tx, _) = crossbeam_channel::bounded(1);
+        Ok((Log { inner, tx, thread: None }, report))
     }
 
+    /// Whether the log was opened with [`Log::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+}
+
+/// Opens the log directory `dir` read-write (creating what is missing), recovering it.
+fn open_dir(dir: PathBuf, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>, RecoveryReport)> {
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create log directory", &dir, e))?;
+    let lock = lock_dir(&dir)?;
+    let meta = load_or_create_meta(&dir, &opts)?;
+    let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
+    let txns = Arc::new(Txns::load(&dir, meta.shards as usize, false)?);
+    let recycle_dir = dir.join("recycle");
+    std::fs::create_dir_all(&recycle_dir)
+        .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
+    // Only files named like segments join the pool; anything else is left alone.
+    let recycle = list_files(&recycle_dir)?
+        .into_iter()
+        .filter(|(_, name)| segment::parse_file_name(name).is_some())
+        .map(|(p, _)| p)
+        .collect::<Vec<_>>();
+    // Next free name in the pool: above every name there (names are numbers).
+    let recycle_next = recycle
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| segment::parse_file_name(&n.to_string_lossy())))
+        .max()
+        .map_or(0, |n| n + 1);
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let recycle = Arc::new(Mutex::new(recycle));
+    let cfg = WriterConfig {
+        segment_bytes: opts.segment_bytes,
+        index_interval_bytes: opts.index_interval_bytes,
+        recycle: Arc::clone(&recycle),
+    };
+    let mut report = RecoveryReport::default();
+    let mut shards = Vec::new();
+    let mut writers = Vec::new();
+    for i in 0..meta.shards {
+        let entry = current.as_ref().and_then(|c| c.shards.get(i as usize));
+        let (shard, writer) = open_shard(&dir, i, &opts, &cfg, &tx, entry, &txns, &mut report)?;
+        shards.push(shard);
+        writers.push(writer);
+    }
+    let inner = Arc::new(LogInner {
+        dir,
+        meta: Mutex::new(meta),
+        opts,
+        shards,
+        retired: Mutex::new(Vec::new()),
+        recycle_seq: AtomicU64::new(recycle_next),
+        recycle: Arc::clone(&recycle),
+        background_errors: AtomicU64::new(0),
+        last_background_error: Mutex::new(None),
+        checkpoint: Mutex::new(Some(checkpoint)),
+        txns,
+        _lock: lock,
+    });
+    // With every shard recovered, decide what a crash left undecided (durably), then take
+    // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
+    // the transactions' cut past what was just decided).
+    (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
+        |cut| inner.txn_parts_from(cut),
+        inner.opts.external.as_ref(),
+        |shard, first, n| inner.part_present(shard, first, n),
+    )?;
+    inner.checkpoint()?;
+    let thread = if inner.opts.background {
+        // No segment is prepared here: a writer asks for its next one when its active
+        // segment passes half full (`ShardWriter::append`).
+        let inner2 = Arc::clone(&inner);
+        Some(
+            std::thread::Builder::new()
+                .name("shardlog-maint".into())
+                .spawn(move || maintenance::run(inner2, rx))
+                .map_err(|e| StorageError::io("spawn maintenance thread", &inner.dir, e))?,
+        )
+    } else {
+        drop(rx);
+        None
+    };
+    Ok((Log { inner, tx, thread }, writers, report))
+}
+
+impl Log {
     /// The settings stored in `dir`, or `None` if no log was ever created there.
     pub fn stored_meta(dir: impl AsRef<Path>) -> Result<Option<LogMeta>> {
         let path = dir.as_ref().join("log.meta");
@@ -219,6 +315,9 @@ impl Log {
     /// Changes the retention and persists it (`log.meta`, written atomically); the next
     /// retention pass applies it.
     pub fn set_retention(&self, retention: Retention) -> Result<()> {
+        if self.is_read_only() {
+            return Err(StorageError::ReadOnly { op: "change the retention" });
+        }
         let mut meta = self.inner.meta.lock().unwrap_or_else(|p| p.into_inner());
         let new = LogMeta {
             max_age_ms: retention.max_age_ms.unwrap_or(0),
@@ -277,6 +376,9 @@ impl Log {
     /// Retires whole sealed segments beyond the retention limits as of `now_ms`; returns how
     /// many. Their files are recycled or deleted once no reader holds them.
     pub fn apply_retention(&self, now_ms: u64) -> Result<usize> {
+        if self.is_read_only() {
+            return Err(StorageError::ReadOnly { op: "apply retention" });
+        }
         let n = self.inner.apply_retention(now_ms)?;
         self.inner.recycle_retired();
         Ok(n)
@@ -303,6 +405,7 @@ impl Drop for Log {
             Some(t) => {
                 let _ = t.join();
             }
+            None if self.inner.read_only() => {}
             None => {
                 if let Err(e) = self.inner.checkpoint() {
                     self.inner.background_error(e);
@@ -433,6 +536,24 @@ fn lock_dir(dir: &Path) -> Result<File> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
     loop {
         match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
+        }
+    }
+}
+
+/// Takes the log's lock shared (for [`Log::open_read_only`]): other inspectors may hold it
+/// too, a writing open (exclusive) may not. The lock file must exist: it is not created.
+fn lock_dir_shared(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let f = File::open(&path).map_err(|e| StorageError::io("open lock file", &path, e))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
+    loop {
+        match f.try_lock_shared() {
             Ok(()) => return Ok(f),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(5));

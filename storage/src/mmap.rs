@@ -27,6 +27,11 @@
 //! 5. **No other process writes the files.** A lock file in the log directory keeps other
 //!    shardlog processes out; editing segment files by hand while the server runs breaks this
 //!    contract (as it would for any database).
+//! 6. **A read-only mapping has no writer at all.** [`map_read_only`] returns a [`MapReader`],
+//!    never a [`MapWriter`]: nothing in this process writes the file through it, and the log it
+//!    belongs to is open read-only under a shared lock (`Log::open_read_only`), which keeps every
+//!    writing shardlog process out while it lives. So none of its bytes change at all, and the
+//!    reader may see all of them, header and bytes past the published length included.
 //!
 //! What it is not: a general-purpose mmap wrapper. It knows the segment header size and nothing
 //! else about the format.
@@ -79,6 +84,46 @@ pub fn map_segment(
     let raw = opts.map_raw_read_only(&file)?;
     let map = Arc::new(MappedFile { raw, file, len, published: PublishedLen::new(published) });
     Ok((Arc::clone(&map), MapWriter { map }))
+}
+
+/// The one handle of a read-only mapping (contract 6): reads any byte of the file, for
+/// recovery's scan and the footer of a sealed segment, and sets the published length once.
+#[derive(Debug)]
+pub struct MapReader {
+    map: Arc<MappedFile>,
+}
+
+/// Maps the first `len` bytes of `file` (which must already be at least that long) read-only
+/// and shared, with no writing handle (contract 6). The file handle may be read-only. The
+/// published length starts at `HEADER_LEN`.
+pub fn map_read_only(file: File, len: usize) -> std::io::Result<(Arc<MappedFile>, MapReader)> {
+    assert!(len >= HEADER_LEN);
+    let actual = file.metadata()?.len();
+    if actual < len as u64 {
+        return Err(std::io::Error::other(format!(
+            "file is {actual} bytes, shorter than the {len} bytes to map"
+        )));
+    }
+    let raw = MmapOptions::new().len(len).map_raw_read_only(&file)?;
+    let map = Arc::new(MappedFile { raw, file, len, published: PublishedLen::new(HEADER_LEN) });
+    Ok((Arc::clone(&map), MapReader { map }))
+}
+
+impl MapReader {
+    /// Any bytes of the mapping.
+    pub fn bytes(&self, start: usize, end: usize) -> &[u8] {
+        assert!(start <= end && end <= self.map.len);
+        // SAFETY: in bounds (asserted). No `MapWriter` exists for this mapping and the log's
+        // lock keeps writing processes out (contract 6), so no byte of it changes while the
+        // borrow of `self` (and so of the mapping) lives.
+        unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr().add(start), end - start) }
+    }
+
+    /// Publishes bytes below `len` to readers.
+    pub fn publish(&mut self, len: usize) {
+        assert!(len <= self.map.len);
+        self.map.published.publish(len);
+    }
 }
 
 impl MappedFile {

@@ -14,7 +14,7 @@ use crate::format::{
     self, FRAME_HEADER_LEN, FrameLayout, FrameRef, HEADER_LEN, SegmentHeader, SegmentState, flags,
 };
 use crate::index::SparseIndex;
-use crate::mmap::{MapWriter, MappedFile, map_segment};
+use crate::mmap::{MapWriter, MappedFile, map_read_only, map_segment};
 use crate::recovery;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -239,8 +239,9 @@ fn open_sealed(
     index_interval_bytes: usize,
     corrupt: impl Fn(usize, FormatError) -> StorageError,
 ) -> Result<Opened> {
-    let (map, writer) = map_segment(file, file_len, HEADER_LEN, false)
-        .map_err(|e| StorageError::io("map segment", path, e))?;
+    // Sealed: never written again, so mapped without a writing handle.
+    let (map, writer) =
+        map_read_only(file, file_len).map_err(|e| StorageError::io("map segment", path, e))?;
     let at = header.footer_offset as usize;
     if at < HEADER_LEN || at + FRAME_HEADER_LEN > file_len {
         return Err(corrupt(0, FormatError::BadField { field: "footer offset", value: at as u64 }));
@@ -281,6 +282,76 @@ fn open_sealed(
     segment.flushed.store(file_len, Ordering::Relaxed);
     let last = (footer.count > 0).then_some(footer.last_id);
     Ok(Opened { segment: Arc::new(segment), writer: None, last_id: last, torn_at: None })
+}
+
+/// Opens an existing segment without changing its file (`Log::open_read_only`): the file is
+/// opened and mapped read-only at its own length, an open segment is scanned as recovery would
+/// and published up to its last whole batch, and a torn tail is reported in `torn_at`, not cut.
+/// A segment found open with a whole seal frame is read as it is (its header not completed).
+pub fn open_read_only(
+    path: &Path,
+    shard: u32,
+    seq: u64,
+    index_interval_bytes: usize,
+    known: recovery::Known,
+) -> Result<Opened> {
+    let corrupt = |offset: usize, reason: FormatError| StorageError::Corrupt {
+        segment: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
+    let file_len =
+        file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len() as usize;
+    let mut header_bytes = [0u8; HEADER_LEN];
+    if file_len >= HEADER_LEN {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut header_bytes, 0)
+            .map_err(|e| StorageError::io("read header", path, e))?;
+    }
+    let header = format::decode_header(&header_bytes).map_err(|e| corrupt(0, e))?;
+    if header.seq != seq || header.shard != shard {
+        return Err(corrupt(
+            0,
+            FormatError::BadField { field: "header seq or shard", value: header.seq },
+        ));
+    }
+    if header.state == SegmentState::Sealed {
+        return open_sealed(path, file, file_len, &header, index_interval_bytes, corrupt);
+    }
+    let (map, mut reader) =
+        map_read_only(file, file_len).map_err(|e| StorageError::io("map segment", path, e))?;
+    let scan = recovery::scan_open_segment(
+        reader.bytes(0, file_len),
+        header.tag(),
+        index_interval_bytes,
+        known,
+    )
+    .map_err(|(off, e)| corrupt(off, e))?;
+    let segment = Segment::new(
+        path.to_owned(),
+        seq,
+        header.tag(),
+        map,
+        SparseIndex::new(file_len, index_interval_bytes),
+    );
+    for &(id, off) in &scan.index {
+        segment.index.push(id, off);
+    }
+    if let Some(first) = scan.first_id {
+        let _ = segment.first_id.set(first);
+    }
+    segment.set_last_id(scan.last_id.unwrap_or(0));
+    segment.count.store(scan.count, Ordering::Relaxed);
+    reader.publish(scan.end);
+    // Nothing to flush: nothing was written.
+    segment.flushed.store(scan.end, Ordering::Relaxed);
+    Ok(Opened {
+        segment: Arc::new(segment),
+        writer: None,
+        last_id: scan.last_id,
+        torn_at: scan.torn_at,
+    })
 }
 
 /// Seals a segment whose writer has moved on: writes the seal frame after the published data,

@@ -172,7 +172,8 @@ type CutState = (Vec<(u64, u64)>, Vec<u64>);
 #[derive(Debug)]
 struct Journal {
     path: PathBuf,
-    file: File,
+    /// `None` for a log opened read-only: nothing is ever written.
+    file: Option<File>,
     len: u64,
     /// Aborted ids and the highest ULID their parts may hold.
     aborts: HashMap<u64, u128>,
@@ -184,9 +185,10 @@ struct Journal {
 }
 
 impl Txns {
-    /// Reads the journal in `dir` for a log of `shards` shards. No reader may exist before
-    /// [`Txns::recover`].
-    pub(crate) fn load(dir: &Path, shards: usize) -> Result<Txns> {
+    /// Reads the journal in `dir` for a log of `shards` shards, creating the file if missing
+    /// unless `read_only` (then nothing is ever written: recovery decides in memory only). No
+    /// reader may exist before [`Txns::recover`].
+    pub(crate) fn load(dir: &Path, shards: usize, read_only: bool) -> Result<Txns> {
         let path = dir.join("txn.journal");
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -233,11 +235,17 @@ impl Txns {
             }
         }
         let states = aborts.keys().map(|&id| (id, Visibility::Aborted)).collect();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| StorageError::io("open transaction journal", &path, e))?;
+        let file = if read_only {
+            None
+        } else {
+            Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| StorageError::io("open transaction journal", &path, e))?,
+            )
+        };
         let len = bytes.len() as u64;
         let first = Epoch {
             positions: vec![(0, 0); shards],
@@ -317,7 +325,10 @@ impl Txns {
             states.insert(id, Visibility::Aborted);
         }
         drop(states);
-        j.rewrite()?;
+        // Read-only: decided in memory only.
+        if j.file.is_some() {
+            j.rewrite()?;
+        }
         Ok((aborted_now.into_iter().map(|(id, _)| id).collect(), scanned))
     }
 
@@ -481,6 +492,9 @@ impl Journal {
     /// Replaces the file with one holding the aborts and the cut: temporary file, fsync,
     /// rename, dir fsync.
     fn rewrite(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            return Err(StorageError::ReadOnly { op: "rewrite the transaction journal" });
+        }
         let path = self.path.clone();
         let tmp = path.with_extension("journal.tmp");
         let io = |op, e| StorageError::io(op, &path, e);
@@ -499,10 +513,12 @@ impl Journal {
         if let Some(dir) = path.parent() {
             crate::segment::sync_dir(dir)?;
         }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io("open transaction journal", e))?;
+        self.file = Some(
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| io("open transaction journal", e))?,
+        );
         self.len = bytes.len() as u64;
         Ok(())
     }
@@ -511,14 +527,16 @@ impl Journal {
     fn append(&mut self, r: &TxnRecord) -> Result<()> {
         let bytes = format::encode_txn_record(r);
         let io = |op, e| StorageError::io(op, &self.path, e);
-        let written =
-            self.file.write_all(&bytes).map_err(|e| io("append to transaction journal", e));
+        let Some(file) = self.file.as_mut() else {
+            return Err(StorageError::ReadOnly { op: "append to the transaction journal" });
+        };
+        let written = file.write_all(&bytes).map_err(|e| io("append to transaction journal", e));
         if let Err(e) = written {
             // Cut a partial record off, or every later record would be unreadable after it.
-            let _ = self.file.set_len(self.len);
+            let _ = file.set_len(self.len);
             return Err(e);
         }
-        self.file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
+        file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
         self.len += bytes.len() as u64;
         Ok(())
     }

@@ -5,6 +5,7 @@ mod concurrency;
 mod crash;
 mod diskfull;
 mod merge;
+mod readonly;
 mod recovery;
 mod retention;
 mod roundtrip;
