@@ -58,9 +58,21 @@ pub struct LogEntry {
     /// Unkeyed commits routed so far: they go to one shard for `UNKEYED_ROTATE_COMMITS`, then
     /// to the next.
     unkeyed: AtomicUsize,
+    /// Set (once, for good) when the log is deleted: its tails end and its hub stops.
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 impl LogEntry {
+    /// Whether the log was deleted (readers that still hold it should let it go).
+    pub fn is_deleted(&self) -> bool {
+        *self.deleted.borrow()
+    }
+
+    /// Changes to `true` when the log is deleted.
+    pub fn deleted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
     /// Shard count.
     pub fn shards(&self) -> u32 {
         self.log.shards().len() as u32
@@ -282,6 +294,7 @@ impl Registry {
             log,
             metrics: self.metrics.log(name),
             unkeyed: AtomicUsize::new(fastrand::usize(..)),
+            deleted: tokio::sync::watch::channel(false).0,
         });
         self.logs
             .write()
@@ -290,13 +303,14 @@ impl Registry {
         Ok(entry)
     }
 
-    /// Deletes `name`: stops its writers (after their queued work), closes it, removes its
-    /// files. Blocking. `false` if it did not exist.
+    /// Deletes `name`: tells its readers (tails end, its hub stops), stops its writers (after
+    /// their queued work), closes it, removes its files. Blocking. `false` if it did not exist.
     pub fn delete(&self, name: &str, writers: &Writers) -> Result<bool, RegistryError> {
         let _admin = crate::lock(&self.admin);
         let Some(entry) = self.logs.write().unwrap_or_else(|p| p.into_inner()).remove(name) else {
             return Ok(false);
         };
+        entry.deleted.send_replace(true);
         writers.release(entry.id);
         // Readers still holding the entry keep its mappings alive; the files go now (unlinking a
         // mapped file is safe: the pages stay until the last mapping goes).

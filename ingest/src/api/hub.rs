@@ -12,7 +12,8 @@
 //! thousand live tails cost one merge and one rendering per commit.
 //!
 //! The hub starts with its first subscriber and stops when it has none left (checked under the
-//! lock of [`Hubs`], the lock subscribers take, so a subscriber never joins a stopping hub).
+//! lock of [`Hubs`], the lock subscribers take, so a subscriber never joins a stopping hub), or
+//! when its log is deleted (its tails end on their own, with an error event).
 //!
 //! What it is not: HTTP (`api::tail` sends a chunk's commits above its cursor, of its key) or
 //! catch-up reading (each tail's own merger).
@@ -323,13 +324,18 @@ pub fn subscribe(st: &Arc<AppState>, entry: &Arc<LogEntry>) -> Subscription {
     Subscription { rx: hub.tx.subscribe(), tip: *tip }
 }
 
-/// Merges and broadcasts until no subscriber is left or the storage fails.
+/// Merges and broadcasts until no subscriber is left, the log is deleted or the storage fails.
 async fn run(st: Arc<AppState>, entry: Arc<LogEntry>, hub: Arc<Hub>) {
     st.metrics.tail_hubs.inc();
     let start = *lock(&hub.tip);
     let mut follower = Follower::new(&entry, Start::After(start));
     // (Subscribers take the lock to subscribe: it is needed only to decide that none is left.)
     while hub.tx.receiver_count() > 0 || !remove_if_unused(&st, &entry, &hub) {
+        if entry.is_deleted() {
+            // Subscribers see the channel close; the log's handle goes with this task.
+            lock(&st.hubs.0).remove(&entry.id);
+            break;
+        }
         // Registered before the marks are read, so a burst ending after that still wakes us.
         let burst = st.writers.bursts().notified();
         tokio::pin!(burst);

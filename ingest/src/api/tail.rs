@@ -8,7 +8,8 @@
 //! to its own merger, from its exact cursor, if it falls behind the hub's buffer. It sends
 //! through a bounded channel of `TAIL_CHUNKS_MAX` chunks; a client that does not drain it for
 //! `send_stall_ms` (config) is disconnected, never buffered without limit. A tail that arrives
-//! while recovery runs waits for it, up to its `timeout`, rather than answering `503`.
+//! while recovery runs waits for it, up to its `timeout`, rather than answering `503`. A tail
+//! of a log that is deleted ends with a `log_deleted` error event (`error_frame`).
 
 use super::hub::{self, Chunk, Follower, Read};
 use super::{AppState, blocking, check_name, existing_log};
@@ -147,7 +148,8 @@ async fn feed(
     // Counts the tail down however it ends.
     let _active = TailGuard(st.metrics.tails_active.clone());
     let stop = st.stopping.subscribe();
-    let out = Out { st: Arc::clone(&st), key, sse, tx, last_sent: Instant::now(), stop };
+    let deleted = entry.deleted();
+    let out = Out { st: Arc::clone(&st), key, sse, tx, last_sent: Instant::now(), stop, deleted };
     // The last commit sent (or passed over by the key filter): where the tail resumes.
     let cursor = match start {
         Start::After(id) => id,
@@ -162,6 +164,19 @@ async fn feed(
         st.metrics.tail_catchups.inc();
         own = Follower::new(&entry, Start::After(t.cursor));
     }
+    if entry.is_deleted() && !*t.out.stop.borrow() {
+        let message = format!("log {:?} was deleted", entry.name);
+        // The deleted log's handle goes now, not once a slow client has taken the event.
+        drop(entry);
+        t.out.last(error_frame(sse, "log_deleted", &message)).await;
+    }
+}
+
+/// An error that ends a stream, in the contract's JSON shape: an `error` event (SSE), or a last
+/// line (NDJSON).
+fn error_frame(sse: bool, code: &str, message: &str) -> Bytes {
+    let error = json!({ "error": { "code": code, "message": message } });
+    Bytes::from(if sse { format!("event: error\ndata: {error}\n\n") } else { format!("{error}\n") })
 }
 
 /// One tail's client side.
@@ -173,6 +188,8 @@ struct Out {
     last_sent: Instant,
     /// The server is stopping: the stream ends (a client resumes elsewhere with its cursor).
     stop: tokio::sync::watch::Receiver<bool>,
+    /// The log was deleted: the stream ends with an error event.
+    deleted: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Out {
@@ -189,22 +206,23 @@ impl Out {
         Bytes::from(out)
     }
 
-    /// Whether the server is stopping.
-    fn stopping(&self) -> bool {
-        *self.stop.borrow()
+    /// Whether the stream is to end: the server is stopping or the log was deleted.
+    fn ending(&self) -> bool {
+        *self.stop.borrow() || *self.deleted.borrow()
     }
 
-    /// Sends `bytes` (if any); `false` once the client is gone or too slow, or the server
-    /// stops.
+    /// Sends `bytes` (if any); `false` once the client is gone or too slow, the server stops
+    /// or the log is deleted.
     async fn send(&mut self, bytes: Bytes) -> bool {
         if bytes.is_empty() {
-            return !self.tx.is_closed() && !self.stopping();
+            return !self.tx.is_closed() && !self.ending();
         }
         self.last_sent = Instant::now();
         let stall = Duration::from_millis(self.st.config.send_stall_ms);
         let sent = tokio::select! {
             sent = tokio::time::timeout(stall, self.tx.send(bytes)) => sent,
-            () = stopped(&mut self.stop) => return false,
+            () = set(&mut self.stop) => return false,
+            () = set(&mut self.deleted) => return false,
         };
         match sent {
             Ok(Ok(())) => true,
@@ -229,7 +247,13 @@ impl Out {
                 return false;
             }
         }
-        !self.tx.is_closed() && !self.stopping()
+        !self.tx.is_closed() && !self.ending()
+    }
+
+    /// Sends the stream's last chunk, waiting at most `send_stall_ms` for the client to take it.
+    async fn last(&mut self, bytes: Bytes) {
+        let stall = Duration::from_millis(self.st.config.send_stall_ms);
+        let _ = tokio::time::timeout(stall, self.tx.send(bytes)).await;
     }
 }
 
@@ -290,7 +314,7 @@ impl Tail {
     /// Takes the hub's chunks until the client goes (`false`) or the tail falls behind its
     /// buffer, or the hub stops (`true`: read on its own again).
     async fn live(&mut self, mut sub: hub::Subscription) -> bool {
-        let mut stop = self.out.stop.clone();
+        let (mut stop, mut deleted) = (self.out.stop.clone(), self.out.deleted.clone());
         loop {
             let keepalive = self.out.last_sent + Duration::from_millis(TAIL_KEEPALIVE_MS);
             tokio::select! {
@@ -303,7 +327,8 @@ impl Tail {
                     Err(RecvError::Lagged(_) | RecvError::Closed) => return true,
                 },
                 () = self.out.tx.closed() => return false,
-                () = stopped(&mut stop) => return false,
+                () = set(&mut stop) => return false,
+                () = set(&mut deleted) => return false,
                 () = tokio::time::sleep_until(keepalive.into()) => {
                     if !self.out.keepalive() {
                         return false;
@@ -330,13 +355,13 @@ impl Tail {
     }
 }
 
-/// Resolves once the server is stopping.
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+/// Resolves once `flag` is set (the server stopping, the log deleted).
+async fn set(flag: &mut tokio::sync::watch::Receiver<bool>) {
     loop {
-        if *stop.borrow_and_update() {
+        if *flag.borrow_and_update() {
             return;
         }
-        if stop.changed().await.is_err() {
+        if flag.changed().await.is_err() {
             // The state is gone: nothing will ever stop this stream from here.
             std::future::pending::<()>().await;
         }

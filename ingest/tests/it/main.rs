@@ -10,6 +10,7 @@ mod pages;
 mod process;
 mod prometheus;
 mod tail;
+mod tail_deleted;
 mod tail_recovery;
 mod timeline;
 
