@@ -41,7 +41,9 @@ fn per_request(c: &mut Criterion) {
         commit_bytes_max: 1 << 20,
         batch_commits_max: 100_000,
         key_bytes_max: 1024,
+        retry_after_s: 1,
     };
+    let budget = ingest::budget::Budget::new(1 << 30);
     g.bench_function("parse_1000_commit_ndjson_body", |b| {
         b.iter(|| {
             ingest::body::parse(
@@ -49,6 +51,7 @@ fn per_request(c: &mut Criterion) {
                 Some("application/x-ndjson"),
                 limits,
                 false,
+                &mut budget.charge(),
             )
             .unwrap()
         })

@@ -6,6 +6,7 @@
 //! Parsing never copies payloads: a [`Batch`] holds the body and byte ranges into it. Each bad
 //! commit is reported with its index. What it is not: routing or writing.
 
+use crate::budget::{Charge, Spent};
 use crate::error::ApiError;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -31,7 +32,19 @@ pub struct Limits {
     pub batch_commits_max: usize,
     /// One key.
     pub key_bytes_max: usize,
+    /// `Retry-After` of a `503` when the in-flight budget is spent.
+    pub retry_after_s: u64,
 }
+
+/// Bytes of the commits' index per commit (what [`Batch::commits`] holds beside the body).
+pub const COMMIT_INDEX_BYTES: usize = std::mem::size_of::<Commit>();
+/// The largest zstd window a body may use (8 MiB: what `zstd -19` and below use; a frame
+/// asking for more is refused as `bad_encoding`).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+/// What a zstd decoder holds: its window and its buffers.
+const ZSTD_WINDOW_BYTES_MAX: usize = (1 << ZSTD_WINDOW_LOG_MAX) + (256 << 10);
+/// Decompressed bytes produced between two charges.
+const DECODE_STEP_BYTES: usize = 256 * 1024;
 
 /// One commit of a request: ranges into [`Batch::body`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +116,15 @@ impl Batch {
     }
 }
 
-/// Decompresses `body` according to `Content-Encoding`, refusing more than `limit` bytes.
-pub fn decode(body: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes, ApiError> {
+/// Decompresses `body` according to `Content-Encoding`, refusing more than `limit` bytes,
+/// charging the decompressed bytes to `charge` as they are produced.
+pub fn decode(
+    body: Bytes,
+    encoding: Option<&str>,
+    limits: Limits,
+    charge: &mut Charge,
+) -> Result<Bytes, ApiError> {
+    let limit = limits.body_bytes_max;
     let enc = encoding.map(|e| e.trim().to_ascii_lowercase());
     let too_large =
         || ApiError::TooLarge { what: "the decompressed body".into(), limit_bytes: limit };
@@ -116,12 +136,21 @@ pub fn decode(body: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes
             return Ok(body);
         }
         Some("gzip") | Some("x-gzip") => {
-            read_limited(flate2::read::MultiGzDecoder::new(&body[..]), limit)
+            read_limited(flate2::read::MultiGzDecoder::new(&body[..]), limit, charge)
         }
-        Some("zstd") => match zstd::stream::read::Decoder::new(&body[..]) {
-            Ok(d) => read_limited(d, limit),
-            Err(e) => Err(Some(e)),
-        },
+        Some("zstd") => {
+            // The decoder holds its window beside the output: charged before it is made.
+            charge
+                .add(ZSTD_WINDOW_BYTES_MAX)
+                .map_err(|Spent| ApiError::Overloaded { retry_after_s: limits.retry_after_s })?;
+            match zstd::stream::read::Decoder::new(&body[..]).and_then(|mut d| {
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                Ok(d)
+            }) {
+                Ok(d) => read_limited(d, limit, charge),
+                Err(e) => Err(Decode::Io(e)),
+            }
+        }
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType {
                 message: format!("content-encoding {other:?} is not supported (gzip, zstd)"),
@@ -130,37 +159,64 @@ pub fn decode(body: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes
     };
     match out {
         Ok(v) => Ok(Bytes::from(v)),
-        Err(None) => Err(too_large()),
-        Err(Some(e)) => {
+        Err(Decode::TooLarge) => Err(too_large()),
+        Err(Decode::Spent) => Err(ApiError::Overloaded { retry_after_s: limits.retry_after_s }),
+        Err(Decode::Io(e)) => {
             Err(ApiError::bad_request("bad_encoding", format!("cannot decompress the body: {e}")))
         }
     }
 }
 
-/// Reads at most `limit` bytes; `Err(None)` when there is more.
-fn read_limited(r: impl Read, limit: usize) -> Result<Vec<u8>, Option<std::io::Error>> {
-    let mut out = Vec::new();
-    let n = r.take(limit as u64 + 1).read_to_end(&mut out).map_err(Some)?;
-    if n > limit {
-        return Err(None);
+/// Why decompressing stopped.
+enum Decode {
+    TooLarge,
+    Spent,
+    Io(std::io::Error),
+}
+
+/// Reads at most `limit` bytes, charging what it holds (plus the next step) before each read.
+fn read_limited(mut r: impl Read, limit: usize, charge: &mut Charge) -> Result<Vec<u8>, Decode> {
+    let base = charge.bytes();
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let step = DECODE_STEP_BYTES.min(limit + 1 - out.len());
+        charge.cover(base + out.len() + step).map_err(|Spent| Decode::Spent)?;
+        let at = out.len();
+        out.resize(at + step, 0);
+        let n = loop {
+            match r.read(&mut out[at..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Decode::Io(e)),
+            }
+        };
+        out.truncate(at + n);
+        if out.len() > limit {
+            return Err(Decode::TooLarge);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Parses a decoded body of `content_type`. With `partial`, bad commits are collected in
 /// [`Batch::rejected`] instead of failing the request (an unreadable envelope still fails).
+/// The commits' index is charged to `charge` as it grows.
 pub fn parse(
     body: Bytes,
     content_type: Option<&str>,
     limits: Limits,
     partial: bool,
+    charge: &mut Charge,
 ) -> Result<Batch, ApiError> {
     let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let mut batch = Batch { body, ..Batch::default() };
+    let mut out = Parsed { batch: Batch { body, ..Batch::default() }, charge, base: 0, limits };
+    out.base = out.charge.bytes();
     match ct.as_deref() {
-        Some(NDJSON) => parse_ndjson(&mut batch, limits, partial)?,
-        Some(JSON) => parse_json(&mut batch, limits, partial)?,
-        Some(FRAMES) => parse_frames(&mut batch, limits, partial)?,
+        Some(NDJSON) => parse_ndjson(&mut out, partial)?,
+        Some(JSON) => parse_json(&mut out, partial)?,
+        Some(FRAMES) => parse_frames(&mut out, partial)?,
         other => {
             return Err(ApiError::UnsupportedMediaType {
                 message: format!(
@@ -170,6 +226,7 @@ pub fn parse(
             });
         }
     }
+    let batch = out.batch;
     let n = batch.commits.len() + batch.rejected.len();
     if n > limits.batch_commits_max {
         return Err(ApiError::TooManyCommits { commits: n, limit: limits.batch_commits_max });
@@ -180,15 +237,46 @@ pub fn parse(
     Ok(batch)
 }
 
-/// Records a bad commit: fails the request, or (partial) remembers it.
-fn reject(batch: &mut Batch, partial: bool, index: usize, reason: String) -> Result<(), ApiError> {
-    if partial {
-        batch.rejected.push((index, reason));
+/// A batch being parsed, and what it is charged.
+struct Parsed<'c> {
+    batch: Batch,
+    charge: &'c mut Charge,
+    /// The charge before parsing (the body's bytes).
+    base: usize,
+    limits: Limits,
+}
+
+impl Parsed<'_> {
+    /// Appends `c`, charging the index before it grows.
+    fn push(&mut self, c: Commit) -> Result<(), ApiError> {
+        let commits = &mut self.batch.commits;
+        if commits.len() == commits.capacity() {
+            let grown = (commits.capacity() * 2).max(64);
+            let rejected = self.batch.rejected.len() * REJECT_BYTES;
+            self.charge.cover(self.base + grown * COMMIT_INDEX_BYTES + rejected).map_err(
+                |Spent| ApiError::Overloaded { retry_after_s: self.limits.retry_after_s },
+            )?;
+            commits.reserve_exact(grown - commits.len());
+        }
+        commits.push(c);
         Ok(())
-    } else {
-        Err(ApiError::InvalidCommit { index, reason })
+    }
+
+    /// Records a bad commit: fails the request, or (partial) remembers it.
+    fn reject(&mut self, partial: bool, index: usize, reason: String) -> Result<(), ApiError> {
+        if !partial {
+            return Err(ApiError::InvalidCommit { index, reason });
+        }
+        self.charge
+            .add(REJECT_BYTES + reason.len())
+            .map_err(|Spent| ApiError::Overloaded { retry_after_s: self.limits.retry_after_s })?;
+        self.batch.rejected.push((index, reason));
+        Ok(())
     }
 }
+
+/// Bytes a rejected commit's entry holds beside its reason.
+const REJECT_BYTES: usize = std::mem::size_of::<(usize, String)>();
 
 fn check_payload(len: usize, limits: Limits) -> Result<(), String> {
     if len > limits.commit_bytes_max {
@@ -200,8 +288,8 @@ fn check_payload(len: usize, limits: Limits) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_ndjson(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), ApiError> {
-    let body = batch.body.clone();
+fn parse_ndjson(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
+    let (body, limits) = (out.batch.body.clone(), out.limits);
     let mut start = 0;
     let mut index = 0;
     while start < body.len() {
@@ -210,12 +298,10 @@ fn parse_ndjson(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
         let end = if next > start && body[next - 1] == b'\r' { next - 1 } else { next };
         if end > start {
             match check_payload(end - start, limits) {
-                Ok(()) => batch.commits.push(Commit {
-                    key: CommitKey::None,
-                    payload: start..end,
-                    inverse: 0..0,
-                }),
-                Err(reason) => reject(batch, partial, index, reason)?,
+                Ok(()) => {
+                    out.push(Commit { key: CommitKey::None, payload: start..end, inverse: 0..0 })?
+                }
+                Err(reason) => out.reject(partial, index, reason)?,
             }
             index += 1;
         }
@@ -228,8 +314,8 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', b)
 }
 
-fn parse_frames(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), ApiError> {
-    let body = batch.body.clone();
+fn parse_frames(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
+    let (body, limits) = (out.batch.body.clone(), out.limits);
     let mut at = 0;
     let mut index = 0;
     while at < body.len() {
@@ -246,12 +332,12 @@ fn parse_frames(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
             });
         }
         match check_payload(len, limits) {
-            Ok(()) => batch.commits.push(Commit {
+            Ok(()) => out.push(Commit {
                 key: CommitKey::None,
                 payload: start..start + len,
                 inverse: 0..0,
-            }),
-            Err(reason) => reject(batch, partial, index, reason)?,
+            })?,
+            Err(reason) => out.reject(partial, index, reason)?,
         }
         at = start + len;
         index += 1;
@@ -259,11 +345,83 @@ fn parse_frames(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), 
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    commits: Vec<&'a RawValue>,
+/// The envelope `{"commits": [...]}`, read with each commit handed to `each` as it is parsed
+/// (no list of all commits is built beside [`Batch::commits`]). `each`'s error stops the read
+/// and is kept in `failed`.
+struct Envelope<'f, F> {
+    each: &'f mut F,
+    failed: &'f mut Option<ApiError>,
+}
+
+impl<'de, F: FnMut(usize, &'de RawValue) -> Result<(), ApiError>> serde::de::DeserializeSeed<'de>
+    for Envelope<'_, F>
+{
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(usize, &'de RawValue) -> Result<(), ApiError>> serde::de::Visitor<'de>
+    for Envelope<'_, F>
+{
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with one field, \"commits\"")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let mut seen = false;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name != "commits" {
+                return Err(A::Error::unknown_field(&name, &["commits"]));
+            }
+            if seen {
+                return Err(A::Error::duplicate_field("commits"));
+            }
+            seen = true;
+            map.next_value_seed(Commits { each: &mut *self.each, failed: &mut *self.failed })?;
+        }
+        if !seen {
+            return Err(A::Error::missing_field("commits"));
+        }
+        Ok(())
+    }
+}
+
+/// The `commits` array of an [`Envelope`].
+struct Commits<'f, F> {
+    each: &'f mut F,
+    failed: &'f mut Option<ApiError>,
+}
+
+impl<'de, F: FnMut(usize, &'de RawValue) -> Result<(), ApiError>> serde::de::DeserializeSeed<'de>
+    for Commits<'_, F>
+{
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(usize, &'de RawValue) -> Result<(), ApiError>> serde::de::Visitor<'de>
+    for Commits<'_, F>
+{
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of commits")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            if let Err(e) = (self.each)(index, raw) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
 }
 
 /// One commit object's fields, each kept as raw JSON (so `"payload": null` is a payload).
@@ -308,11 +466,8 @@ fn commit_fields(raw: &RawValue) -> Result<CommitFields<'_>, String> {
     Ok((key, payload, c.get("inverse").copied()))
 }
 
-fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), ApiError> {
-    let body = batch.body.clone();
-    let env: Envelope<'_> = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("expected {{\"commits\": [...]}}: {e}"))
-    })?;
+fn parse_json(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
+    let (body, limits) = (out.batch.body.clone(), out.limits);
     let base = body.as_ptr() as usize;
     // Every borrowed text here is a slice of `body`.
     let range_of_str = |s: &str| {
@@ -320,13 +475,10 @@ fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), Ap
         start..start + s.len()
     };
     let range_of = |raw: &RawValue| range_of_str(raw.get());
-    for (index, raw) in env.commits.into_iter().enumerate() {
+    let mut each = |index: usize, raw: &RawValue| -> Result<(), ApiError> {
         let (key, payload, inverse) = match commit_fields(raw) {
             Ok(fields) => fields,
-            Err(reason) => {
-                reject(batch, partial, index, reason)?;
-                continue;
-            }
+            Err(reason) => return out.reject(partial, index, reason),
         };
         let key = match key {
             None => CommitKey::None,
@@ -337,18 +489,28 @@ fn parse_json(batch: &mut Batch, limits: Limits, partial: bool) -> Result<(), Ap
             && (k == 0 || k > limits.key_bytes_max)
         {
             let reason = format!("key of {k} bytes is not in 1..={}", limits.key_bytes_max);
-            reject(batch, partial, index, reason)?;
-            continue;
+            return out.reject(partial, index, reason);
         }
         let payload = range_of(payload);
         if let Err(reason) = check_payload(payload.len(), limits) {
-            reject(batch, partial, index, reason)?;
-            continue;
+            return out.reject(partial, index, reason);
         }
         let inverse = inverse.map_or(0..0, range_of);
-        batch.commits.push(Commit { key, payload, inverse });
+        out.push(Commit { key, payload, inverse })
+    };
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let read = serde::de::DeserializeSeed::deserialize(
+        Envelope { each: &mut each, failed: &mut failed },
+        &mut de,
+    )
+    .and_then(|()| de.end());
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok(())
+    read.map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("expected {{\"commits\": [...]}}: {e}"))
+    })
 }
 
 #[cfg(test)]

@@ -62,9 +62,25 @@ pub struct Config {
     pub writer_burst_max: usize,
     /// Request body, after decompression.
     pub body_bytes_max: usize,
-    /// Bytes of ingest bodies held at once across all requests; beyond it requests are
-    /// answered `503` before their body is read, so memory stays bounded under any load.
+    /// Bytes of ingest bodies held at once across all requests, charged as they arrive (the
+    /// received bytes, the decompressed bytes and the parsed commits' index); a request that
+    /// would go beyond it is answered `503`, so memory stays bounded under any load and an
+    /// idle upload holds nothing.
     pub inflight_body_bytes_max: usize,
+    /// A request refused (`503`, `4xx`) before its body was read has up to this many bytes of
+    /// its body read and dropped first, so that a client that sends its whole body before
+    /// reading the answer gets the answer instead of a broken pipe. Larger bodies are not
+    /// read: the connection is closed after the answer.
+    pub reject_drain_bytes_max: usize,
+    /// A connection that has begun a request head must complete it within this time.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    pub keepalive_idle_ms: u64,
+    /// A request body that sends nothing for this long while it is being read fails with
+    /// `408 body_read_timeout` (a write's `timeout` also bounds the whole body).
+    pub body_read_timeout_ms: u64,
+    /// Connections held at once; beyond it a new connection is answered `503` and closed.
+    pub connections_max: usize,
     /// One commit's payload.
     pub commit_bytes_max: usize,
     /// Commits in one request.
@@ -119,6 +135,11 @@ impl Default for Config {
             writer_burst_max: 256,
             body_bytes_max: 64 << 20,
             inflight_body_bytes_max: 1 << 30,
+            reject_drain_bytes_max: 16 << 20,
+            header_read_timeout_ms: 10_000,
+            keepalive_idle_ms: 60_000,
+            body_read_timeout_ms: 10_000,
+            connections_max: 10_000,
             commit_bytes_max: 1 << 20,
             batch_commits_max: 100_000,
             key_bytes_max: 1024,
@@ -252,6 +273,18 @@ impl Config {
         }
         if self.read_page_bytes_max == 0 {
             return bad("read_page_bytes_max", "must be at least 1".into());
+        }
+        for (name, ms) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("keepalive_idle_ms", self.keepalive_idle_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            if ms == 0 {
+                return bad(name, "must be at least 1".into());
+            }
+        }
+        if self.connections_max == 0 {
+            return bad("connections_max", "must be at least 1".into());
         }
         if self.send_stall_ms == 0 {
             return bad("send_stall_ms", "must be at least 1".into());

@@ -106,6 +106,12 @@ pub enum ApiError {
         /// The first commit still kept (in the shard that lost most).
         retained_from: String,
     },
+    /// The client sent nothing of the request body for `body_read_timeout_ms`.
+    #[error("the client sent nothing of the body for {timeout_ms} ms (body_read_timeout_ms)")]
+    BodyReadTimeout {
+        /// The limit.
+        timeout_ms: u64,
+    },
     /// The deadline passed before the request could be answered.
     #[error("deadline of {timeout_ms} ms exceeded")]
     Deadline {
@@ -160,6 +166,7 @@ impl ApiError {
             }
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_read_timeout"),
             ApiError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             ApiError::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::CursorExpired { .. } => (StatusCode::GONE, "cursor_expired"),
@@ -213,3 +220,47 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Middleware: an error answer that is not the contract's JSON — one of axum's own rejections
+/// (a path that is not UTF-8, a body that cannot be read) — is rewritten to it, keeping its
+/// status, its headers and its text as the message.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use http_body_util::BodyExt;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = http_body_util::Limited::new(body, ERROR_TEXT_BYTES_MAX)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        t => t.to_owned(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+/// Bytes of a rejection's text kept as the message of its JSON answer.
+const ERROR_TEXT_BYTES_MAX: usize = 4096;

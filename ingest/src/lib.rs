@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod body;
+pub mod budget;
 pub mod config;
+pub mod conn;
 pub mod consumers;
 pub mod error;
 pub mod idempotency;

@@ -139,7 +139,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// glibc's malloc serves allocations at least this large with their own mapping, returned to
+/// the kernel when freed. Left to itself, glibc raises the threshold to the largest block freed
+/// so far (up to 32 MiB), after which request bodies come from the heap and their freed memory
+/// stays resident: the process then held 7× the in-flight budget under overload, against 2×
+/// with the threshold fixed (`bench/RESULTS.md`, "Memory under overload").
+const MALLOC_MMAP_THRESHOLD_BYTES: usize = 256 * 1024;
+
+/// Fixes glibc's mmap threshold by starting the binary again with the tunable set, unless the
+/// caller already set one. Only the environment of the new image changes; the pid stays.
+fn fix_malloc_threshold() -> anyhow::Result<()> {
+    const VAR: &str = "GLIBC_TUNABLES";
+    let current = std::env::var(VAR).unwrap_or_default();
+    if !cfg!(all(target_os = "linux", target_env = "gnu"))
+        || current.contains("glibc.malloc.mmap_threshold")
+    {
+        return Ok(());
+    }
+    let tunable = format!("glibc.malloc.mmap_threshold={MALLOC_MMAP_THRESHOLD_BYTES}");
+    let value = if current.is_empty() { tunable } else { format!("{current}:{tunable}") };
+    let exe = std::env::current_exe()?;
+    let err = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(VAR, value),
+    );
+    // exec returns only on failure: run as we are.
+    eprintln!("shardlog: could not restart with {VAR} set ({err}); malloc keeps its defaults");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    fix_malloc_threshold()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -40,8 +40,7 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
     )?);
     let registry =
         Registry::new(&config.data_dir, opts, Arc::clone(&metrics), Arc::clone(&idempotency))?;
-    let kib = (config.inflight_body_bytes_max / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-    let body_budget = tokio::sync::Semaphore::new(kib);
+    let body_budget = crate::budget::Budget::new(config.inflight_body_bytes_max);
     let config_dir = config.data_dir.clone();
     Ok(Arc::new(AppState {
         config,
@@ -112,14 +111,9 @@ pub async fn run(
         st.stopping.send_replace(true);
     };
     let ticker = spawn_ticker(Arc::clone(&state));
-    // No Nagle delay: a streamed body's last small chunk must not wait for the client's
-    // delayed acknowledgement of the previous one (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(until);
+    let limits = crate::conn::ConnLimits::of(&state.config);
+    let conns = state.metrics.conn.clone();
+    let server = crate::conn::serve(listener, app(Arc::clone(&state)), limits, conns, until);
     let watch = async {
         let r = (&mut recovery).await;
         if !matches!(r, Ok(Ok(()))) {
@@ -129,7 +123,7 @@ pub async fn run(
     };
     let (served, recovered) = tokio::join!(server, watch);
     ticker.abort();
-    served?;
+    let () = served;
     tracing::info!("stopping: draining writers, flushing shards");
     if let Err(e) = recovered.map_err(anyhow::Error::from).and_then(|r| r) {
         tracing::error!(error = %e, "recovery failed");

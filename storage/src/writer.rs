@@ -46,7 +46,7 @@ pub struct ShardWriter {
     cfg: WriterConfig,
     poisoned: bool,
     index_scratch: Vec<(u128, u64)>,
-    /// Encoding buffer, reused across batches.
+    /// Encoding buffer, reused across batches (at most `ENCODE_BUF_BYTES` is kept).
     buf: Vec<u8>,
 }
 
@@ -173,26 +173,46 @@ impl ShardWriter {
         let start = self.pos;
         let tag = self.seg.tag;
         // The batch, then zeroes over the next frame's length, CRC and tag words: a recycled
-        // segment holds stale bytes there, and recovery must find a clean end.
-        // The buffer only grows; `encode_frame` writes every byte of each frame, padding
-        // included, so only the end mark needs zeroing.
+        // segment holds stale bytes there, and recovery must find a clean end. Frames are
+        // encoded into a buffer of at most `ENCODE_BUF_BYTES` (or one frame), written out
+        // each time it fills: a large batch is never copied whole beside its request's body,
+        // and nothing is visible before the publish below. `encode_frame` writes every byte
+        // of each frame, padding included, so only the end mark needs zeroing.
         let mut buf = std::mem::take(&mut self.buf);
-        if buf.len() < total + END_MARK_LEN {
-            buf.resize(total + END_MARK_LEN, 0);
-        }
-        let mut at = 0;
+        let (mut at, mut fill) = (0, 0);
         let last = batch.len() - 1;
         self.index_scratch.clear();
+        let mut written = Ok(());
         for (i, r) in batch.iter().enumerate() {
+            let len = format::frame_len_padded(r.key.len(), r.payload.len(), r.inverse.len());
+            let end_mark = if i == last { END_MARK_LEN } else { 0 };
+            if fill > 0 && fill + len + end_mark > buf.len().max(ENCODE_BUF_BYTES) {
+                written = self.map.write_at(start + at - fill, &buf[..fill]);
+                if written.is_err() {
+                    break;
+                }
+                fill = 0;
+            }
+            if buf.len() < fill + len + end_mark {
+                buf.resize(fill + len + end_mark, 0);
+            }
             let fl = r.flags | if i == last { flags::BATCH_END } else { 0 };
             let id = ids.nth(i as u64);
-            let n = format::encode_frame(&mut buf[at..], tag, id, fl, r);
+            let n = format::encode_frame(&mut buf[fill..], tag, id, fl, r);
+            debug_assert_eq!(n, len);
             self.index_scratch.push((id.0, (start + at) as u64));
             at += n;
+            fill += n;
         }
-        debug_assert_eq!(at, total);
-        buf[total..total + END_MARK_LEN].fill(0);
-        let written = self.map.write_at(start, &buf[..total + END_MARK_LEN]);
+        if written.is_ok() {
+            debug_assert_eq!(at, total);
+            buf[fill..fill + END_MARK_LEN].fill(0);
+            written = self.map.write_at(start + at - fill, &buf[..fill + END_MARK_LEN]);
+        }
+        // A buffer grown for one large frame is not kept.
+        if buf.len() > ENCODE_BUF_BYTES + END_MARK_LEN {
+            buf = Vec::new();
+        }
         self.buf = buf;
         if let Err(e) = written {
             // The bytes beyond the published length are in an unknown state: stop here.
@@ -298,6 +318,9 @@ impl ShardWriter {
 /// Bytes zeroed after each batch (the next frame's length, CRC and tag words). The footer
 /// reserve is always larger, so they fit.
 const END_MARK_LEN: usize = 16;
+/// Bytes of frames encoded before they are written out (a larger frame gets a buffer of its
+/// own size for the batch).
+const ENCODE_BUF_BYTES: usize = 1 << 20;
 const _: () = assert!(END_MARK_LEN <= format::FRAME_HEADER_LEN);
 
 /// Flags a caller may set; the storage sets `BATCH_END` and `SEAL` itself.

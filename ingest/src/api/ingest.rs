@@ -6,13 +6,14 @@
 
 use super::{AppState, blocking, check_name};
 use crate::body::{self, Batch, Limits};
+use crate::budget::Charge;
 use crate::config::Durability;
 use crate::error::ApiError;
 use crate::idempotency::{Claim, check_key};
 use crate::logs::{LogEntry, LogSettings};
 use crate::writers::{Append, Job};
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -42,62 +43,46 @@ pub(super) async fn post_commits(
     Path(log): Path<String>,
     query: Result<Query<IngestQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
-    let q = super::query(query)?;
-    let durability = match q.durability.as_deref() {
-        None => st.config.durability,
-        Some("sync") => Durability::Sync,
-        Some("async") => Durability::Async,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("durability {other:?} is not sync or async"),
-            ));
+    let started = tokio::time::Instant::now();
+    let ask = match prepare(&st, &log, query, &headers) {
+        Ok(ask) => ask,
+        Err(e) => {
+            let deadline = started + Duration::from_millis(st.config.write_timeout_ms);
+            return Err(refuse(&st, &headers, body, false, deadline, e).await);
         }
     };
-    let timeout_ms = super::timeout_ms(q.timeout.as_deref(), st.config.write_timeout_ms)?;
-    let partial = q.partial.unwrap_or(false);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-
-    // Hold budget for the whole body before reading it (the declared length, else the limit).
-    // A compressed body may decompress up to the limit: hold the limit for it.
-    let compressed = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .filter(|_| !compressed)
-        .unwrap_or(st.config.body_bytes_max)
-        .min(st.config.body_bytes_max);
-    let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    let _budget = st.body_budget.try_acquire_many(kib).map_err(|_| {
-        st.metrics.body_budget_full.inc();
-        ApiError::Overloaded { retry_after_s: st.config.retry_after_s }
-    })?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_idempotency_key", "not visible ASCII")
-            })?;
-            check_key(k).map_err(|m| ApiError::bad_request("invalid_idempotency_key", m))?;
-            Some(k.to_owned())
+    let Ask { durability, timeout_ms, partial, ids, key } = ask;
+    let deadline = started + Duration::from_millis(timeout_ms);
+    // The body is charged to the in-flight budget as it arrives; the deadline covers it too.
+    let mut charge = st.body_budget.charge();
+    let received =
+        tokio::time::timeout_at(deadline, receive(&st, &headers, &mut body, &mut charge)).await;
+    let raw = match received {
+        Err(_) => return Err(ApiError::Deadline { timeout_ms }),
+        Ok(Err((e, polled))) => {
+            if matches!(e, ApiError::Overloaded { .. }) {
+                st.metrics.body_budget_full.inc();
+                drop(charge);
+                return Err(refuse(&st, &headers, body, polled, deadline, e).await);
+            }
+            return Err(e);
         }
+        Ok(Ok(raw)) => raw,
     };
-    let batch = read_and_parse(&st, &headers, body, partial).await?;
+    let parsed = tokio::time::timeout_at(deadline, parse(&st, &headers, raw, partial, charge));
+    let (batch, mut charge) = parsed.await.map_err(|_| ApiError::Deadline { timeout_ms })??;
+    // The answer lists every id (about 30 bytes of text and 60 of JSON value each).
+    if ids || partial {
+        charge.add(batch.commits.len() * ANSWER_ID_BYTES).map_err(|_| {
+            st.metrics.body_budget_full.inc();
+            ApiError::Overloaded { retry_after_s: st.config.retry_after_s }
+        })?;
+    }
+    let _charge = charge;
     let entry = log_for_write(&st, &log).await?;
-    let run = Run {
-        st: Arc::clone(&st),
-        entry,
-        batch: Arc::new(batch),
-        durability,
-        partial,
-        ids: q.ids.unwrap_or(true),
-    };
+    let run = Run { st: Arc::clone(&st), entry, batch: Arc::new(batch), durability, partial, ids };
     let deadline_hit = |_| ApiError::Deadline { timeout_ms };
     // Out of time before anything was handed to a writer: fail without writing.
     if tokio::time::Instant::now() >= deadline {
@@ -295,25 +280,161 @@ async fn abort(entry: &Arc<LogEntry>, id: u64) -> Result<(), ApiError> {
     .await
 }
 
-async fn read_and_parse(
+/// A write request's parameters, checked before its body is read.
+struct Ask {
+    durability: Durability,
+    timeout_ms: u64,
+    partial: bool,
+    ids: bool,
+    key: Option<String>,
+}
+
+/// Checks everything but the body.
+fn prepare(
+    st: &AppState,
+    log: &str,
+    query: Result<Query<IngestQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Ask, ApiError> {
+    check_name(log)?;
+    st.check_ready()?;
+    let q = super::query(query)?;
+    let durability = match q.durability.as_deref() {
+        None => st.config.durability,
+        Some("sync") => Durability::Sync,
+        Some("async") => Durability::Async,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("durability {other:?} is not sync or async"),
+            ));
+        }
+    };
+    let timeout_ms = super::timeout_ms(q.timeout.as_deref(), st.config.write_timeout_ms)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_idempotency_key", "not visible ASCII")
+            })?;
+            check_key(k).map_err(|m| ApiError::bad_request("invalid_idempotency_key", m))?;
+            Some(k.to_owned())
+        }
+    };
+    Ok(Ask {
+        durability,
+        timeout_ms,
+        partial: q.partial.unwrap_or(false),
+        ids: q.ids.unwrap_or(true),
+        key,
+    })
+}
+
+/// Budget charged per id of an answer that lists them.
+const ANSWER_ID_BYTES: usize = 96;
+/// Budget a request must find free before its body is asked for (with `Expect:
+/// 100-continue`, before the client sends it). It is not held: an upload that sends nothing
+/// holds nothing.
+const FIRST_ROOM_BYTES: usize = 64 * 1024;
+
+/// The declared `Content-Length`, if any.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Reads the body, charging its bytes as they arrive. On failure, whether the body was
+/// asked for at all (with `Expect: 100-continue`, whether the client was told to send it).
+async fn receive(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &mut Body,
+    charge: &mut Charge,
+) -> Result<Bytes, (ApiError, bool)> {
+    let max = st.config.body_bytes_max;
+    let declared = declared_length(headers);
+    let too_large = || ApiError::TooLarge { what: "the request body".into(), limit_bytes: max };
+    let overloaded = || ApiError::Overloaded { retry_after_s: st.config.retry_after_s };
+    if declared.is_some_and(|n| n > max) {
+        return Err((too_large(), false));
+    }
+    if !st.body_budget.has_room(declared.unwrap_or(FIRST_ROOM_BYTES).min(FIRST_ROOM_BYTES)) {
+        return Err((overloaded(), false));
+    }
+    // One frame is kept as it came (no copy); a second starts a buffer for the whole body,
+    // reserved at the declared length (pages are only taken as bytes are written).
+    let mut only: Option<Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| (body_error(e), true))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let have = only.as_ref().map_or(buf.len(), Bytes::len);
+        if have + data.len() > max {
+            return Err((too_large(), true));
+        }
+        charge.cover(have + data.len()).map_err(|_| (overloaded(), true))?;
+        match only.take() {
+            None if buf.is_empty() => only = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(first) => {
+                buf.reserve(declared.unwrap_or(0).min(max).max(first.len() + data.len()));
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(only.unwrap_or_else(|| buf.freeze()))
+}
+
+/// The error of a failed body read.
+fn body_error(e: axum::Error) -> ApiError {
+    let inner = e.into_inner();
+    match crate::conn::is_body_read_timeout(&*inner) {
+        Some(timeout_ms) => ApiError::BodyReadTimeout { timeout_ms },
+        None => ApiError::bad_request("bad_body", format!("cannot read the body: {inner}")),
+    }
+}
+
+/// Answers `e` to a request refused before its body was read whole. Unless the client waits
+/// for `100 Continue` and was not told to send it, what is left of the body (up to
+/// `reject_drain_bytes_max`, before `deadline`) is read and dropped first, so that a client
+/// that sends its whole body before reading the answer gets the answer, not a broken pipe.
+async fn refuse(
+    st: &AppState,
+    headers: &HeaderMap,
+    mut body: Body,
+    polled: bool,
+    deadline: tokio::time::Instant,
+    e: ApiError,
+) -> ApiError {
+    let waits = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let limit = st.config.reject_drain_bytes_max;
+    if (waits && !polled) || declared_length(headers).is_some_and(|n| n > limit) {
+        return e;
+    }
+    let drain = async {
+        let mut dropped = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            dropped += frame.data_ref().map_or(0, Bytes::len);
+            if dropped > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, drain).await;
+    e
+}
+
+/// Decompresses and parses `raw`, charging to `charge` (given back with the batch).
+async fn parse(
     st: &Arc<AppState>,
     headers: &HeaderMap,
-    body: Body,
+    raw: Bytes,
     partial: bool,
-) -> Result<Batch, ApiError> {
+    mut charge: Charge,
+) -> Result<(Batch, Charge), ApiError> {
     let cfg = &st.config;
-    let raw =
-        http_body_util::Limited::new(body, cfg.body_bytes_max).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ApiError::TooLarge {
-                    what: "the request body".into(),
-                    limit_bytes: cfg.body_bytes_max,
-                }
-            } else {
-                ApiError::bad_request("bad_body", format!("cannot read the body: {e}"))
-            }
-        })?;
-    let raw = raw.to_bytes();
     let text = |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (ct, enc) = (text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING));
     let limits = Limits {
@@ -321,21 +442,19 @@ async fn read_and_parse(
         commit_bytes_max: cfg.commit_bytes_max,
         batch_commits_max: cfg.batch_commits_max,
         key_bytes_max: cfg.key_bytes_max,
+        retry_after_s: cfg.retry_after_s,
     };
+    let inline = raw.len() < INLINE_PARSE_BYTES_MAX && enc.is_none();
     let work = move || {
-        let decoded = body::decode(raw, enc.as_deref(), limits.body_bytes_max)?;
-        body::parse(decoded, ct.as_deref(), limits, partial)
+        let decoded = body::decode(raw, enc.as_deref(), limits, &mut charge)?;
+        let batch = body::parse(decoded, ct.as_deref(), limits, partial, &mut charge)?;
+        Ok((batch, charge))
     };
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n < INLINE_PARSE_BYTES_MAX)
-        && headers.get(header::CONTENT_ENCODING).is_none()
-    {
-        work()
-    } else {
-        blocking(work).await
+    let parsed = if inline { work() } else { blocking(work).await };
+    if let Err(ApiError::Overloaded { .. }) = &parsed {
+        st.metrics.body_budget_full.inc();
     }
+    parsed
 }
 
 /// The log to write to, created with defaults unless auto-creation is off.

@@ -44,6 +44,7 @@ pub(super) async fn observe(State(st): State<Arc<AppState>>, req: Request, next:
 
 /// Every family, live and scrape-time, in the text format.
 pub(super) async fn metrics(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    st.metrics.body_budget_used.set(st.body_budget.used_bytes() as i64);
     let body = blocking(move || {
         let mut families = st.metrics.gather();
         families.extend(scrape(&st));

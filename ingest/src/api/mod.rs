@@ -34,8 +34,8 @@ pub struct AppState {
     pub writers: Writers,
     /// Recovery finished and writes are accepted.
     pub ready: AtomicBool,
-    /// Budget of ingest body bytes in flight, in KiB (`inflight_body_bytes_max`).
-    pub body_budget: tokio::sync::Semaphore,
+    /// Budget of ingest body bytes in flight (`inflight_body_bytes_max`).
+    pub body_budget: crate::budget::Budget,
     /// First responses of requests with an `Idempotency-Key`.
     pub idempotency: Arc<crate::idempotency::Idempotency>,
     /// Durable consumer cursors.
@@ -75,6 +75,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/consumers/{name}", get(tail::get_consumer).put(tail::put_consumer))
         .fallback(|| async { ApiError::NotFound { what: "route".into() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             use axum::response::IntoResponse;
             ApiError::Internal("handler panicked".into()).into_response()

@@ -7,10 +7,16 @@ const LIMITS: Limits = Limits {
     commit_bytes_max: 64,
     batch_commits_max: 10,
     key_bytes_max: 8,
+    retry_after_s: 1,
 };
 
+/// A charge on a budget far larger than any test body.
+fn charge() -> Charge {
+    crate::budget::Budget::new(1 << 30).charge()
+}
+
 fn parse_str(ct: &str, body: &str) -> Result<Batch, ApiError> {
-    parse(Bytes::from(body.to_owned()), Some(ct), LIMITS, false)
+    parse(Bytes::from(body.to_owned()), Some(ct), LIMITS, false, &mut charge())
 }
 
 fn payloads(b: &Batch) -> Vec<String> {
@@ -60,7 +66,7 @@ fn frames_are_length_prefixed() {
         body.extend_from_slice(&(p.len() as u32).to_le_bytes());
         body.extend_from_slice(p);
     }
-    let b = parse(Bytes::from(body), Some(FRAMES), LIMITS, false).unwrap();
+    let b = parse(Bytes::from(body), Some(FRAMES), LIMITS, false, &mut charge()).unwrap();
     assert_eq!(b.commits.len(), 3);
     assert_eq!(b.payload(&b.commits[0]), b"\x00\x01binary");
 }
@@ -121,7 +127,7 @@ fn truncated_frames_fail_with_their_index() {
     body.extend_from_slice(b"abc");
     body.extend_from_slice(&10u32.to_le_bytes());
     body.extend_from_slice(b"short");
-    let e = parse(Bytes::from(body), Some(FRAMES), LIMITS, false).unwrap_err();
+    let e = parse(Bytes::from(body), Some(FRAMES), LIMITS, false, &mut charge()).unwrap_err();
     assert_eq!(e.to_string(), "commit 1: frame of 10 bytes runs past the end of the body");
 }
 
@@ -132,6 +138,7 @@ fn partial_collects_rejections() {
         Some(JSON),
         LIMITS,
         true,
+        &mut charge(),
     )
     .unwrap();
     assert_eq!(payloads(&b), ["1", "2"]);
@@ -155,16 +162,81 @@ fn gzip_and_zstd_bodies_are_decoded_under_the_limit() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&plain).unwrap();
     let gz = gz.finish().unwrap();
-    assert_eq!(decode(Bytes::from(gz.clone()), Some("gzip"), 1 << 20).unwrap(), &plain[..]);
+    assert_eq!(
+        decode(
+            Bytes::from(gz.clone()),
+            Some("gzip"),
+            Limits { body_bytes_max: 1 << 20, ..LIMITS },
+            &mut charge()
+        )
+        .unwrap(),
+        &plain[..]
+    );
     let zs = zstd::encode_all(&plain[..], 3).unwrap();
-    assert_eq!(decode(Bytes::from(zs), Some("zstd"), 1 << 20).unwrap(), &plain[..]);
-    assert!(matches!(decode(Bytes::from(gz), Some("gzip"), 100), Err(ApiError::TooLarge { .. })));
+    assert_eq!(
+        decode(
+            Bytes::from(zs),
+            Some("zstd"),
+            Limits { body_bytes_max: 1 << 20, ..LIMITS },
+            &mut charge()
+        )
+        .unwrap(),
+        &plain[..]
+    );
     assert!(matches!(
-        decode(Bytes::from_static(b"xx"), Some("br"), 100),
+        decode(
+            Bytes::from(gz),
+            Some("gzip"),
+            Limits { body_bytes_max: 100, ..LIMITS },
+            &mut charge()
+        ),
+        Err(ApiError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        decode(
+            Bytes::from_static(b"xx"),
+            Some("br"),
+            Limits { body_bytes_max: 100, ..LIMITS },
+            &mut charge()
+        ),
         Err(ApiError::UnsupportedMediaType { .. })
     ));
     assert!(matches!(
-        decode(Bytes::from_static(b"not gzip"), Some("gzip"), 100),
+        decode(
+            Bytes::from_static(b"not gzip"),
+            Some("gzip"),
+            Limits { body_bytes_max: 100, ..LIMITS },
+            &mut charge()
+        ),
         Err(ApiError::BadRequest { code: "bad_encoding", .. })
     ));
+}
+
+#[test]
+fn parsing_and_decoding_charge_the_budget_and_stop_when_it_is_spent() {
+    use std::io::Write;
+    let body = "x\n".repeat(1000);
+    let budget = crate::budget::Budget::new(1 << 20);
+    let mut c = budget.charge();
+    let many = Limits { batch_commits_max: 100_000, ..LIMITS };
+    let b = parse(Bytes::from(body.clone()), Some(NDJSON), many, false, &mut c).unwrap();
+    assert_eq!(b.commits.len(), 1000);
+    assert!(c.bytes() >= 1000 * COMMIT_INDEX_BYTES, "the index is charged: {}", c.bytes());
+    drop(c);
+    let small = crate::budget::Budget::new(16 * 1024);
+    let e = parse(Bytes::from(body), Some(NDJSON), many, false, &mut small.charge());
+    assert!(matches!(e, Err(ApiError::Overloaded { .. })), "{e:?}");
+    // A zstd bomb: 8 MiB of zeros in a few hundred bytes stops at the budget, not the limit.
+    let bomb = zstd::encode_all(&vec![0u8; 8 << 20][..], 3).unwrap();
+    assert!(bomb.len() < 4096);
+    let limits = Limits { body_bytes_max: 64 << 20, ..LIMITS };
+    let e = decode(Bytes::from(bomb), Some("zstd"), limits, &mut budget.charge());
+    assert!(matches!(e, Err(ApiError::Overloaded { .. })), "{e:?}");
+    assert_eq!(budget.used_bytes(), 0, "a refused request holds nothing");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&[7u8; 300 << 10]).unwrap();
+    let mut c = budget.charge();
+    let out = decode(Bytes::from(gz.finish().unwrap()), Some("gzip"), limits, &mut c).unwrap();
+    assert_eq!(out.len(), 300 << 10);
+    assert!(c.bytes() >= out.len(), "decompressed bytes are charged");
 }

@@ -90,6 +90,19 @@ pub struct StrongReads {
     pub wait_seconds: Histogram,
 }
 
+/// Handles of the HTTP connections (`crate::conn`).
+#[derive(Debug, Clone)]
+pub struct ConnMetrics {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections answered `503` and closed at `connections_max`.
+    pub refused: IntCounter,
+    /// Connections closed by a limit, by reason (`header_timeout`, `idle`, `send_stall`).
+    pub closed: IntCounterVec,
+    /// Request bodies that failed at `body_read_timeout_ms`.
+    pub body_timeouts: IntCounter,
+}
+
 /// Every live family, and the registry they are in.
 #[derive(Debug)]
 pub struct Metrics {
@@ -110,8 +123,12 @@ pub struct Metrics {
     pub batch_commits: Histogram,
     /// Per writer.
     pub writers: Vec<WriterMetrics>,
-    /// Ingest requests refused before reading their body: the in-flight body budget was spent.
+    /// Ingest requests refused because the in-flight body budget was spent.
     pub body_budget_full: IntCounter,
+    /// Bytes of the in-flight body budget held now (set when `/metrics` is read).
+    pub body_budget_used: IntGauge,
+    /// HTTP connections.
+    pub conn: ConnMetrics,
     /// Watermark nudges sent to writers by the idle tick.
     pub nudges_tick: IntCounter,
     /// Watermark nudges sent to writers for a waiting read or tail.
@@ -247,6 +264,28 @@ impl Metrics {
             "shardlog_body_budget_full_total",
             "Ingest requests answered 503 because the in-flight body budget was spent",
         );
+        let body_budget_used = IntGauge::new(
+            "shardlog_body_budget_used_bytes",
+            "Bytes of the in-flight body budget held now (received, decompressed, parsed)",
+        )
+        .expect("valid gauge");
+        let conn = ConnMetrics {
+            open: IntGauge::new("shardlog_http_connections", "HTTP connections open now")
+                .expect("valid gauge"),
+            refused: counter(
+                "shardlog_http_connections_refused_total",
+                "Connections answered 503 and closed because connections_max were open",
+            ),
+            closed: counter_vec(
+                "shardlog_http_connections_closed_total",
+                "Connections closed by a limit: header_timeout, idle (keep-alive), send_stall",
+                &["reason"],
+            ),
+            body_timeouts: counter(
+                "shardlog_http_body_read_timeouts_total",
+                "Request bodies that sent nothing for body_read_timeout_ms while read (408)",
+            ),
+        };
         let tails_active =
             IntGauge::new("shardlog_tails_active", "Tails streaming now").expect("valid gauge");
         let tails_slow_disconnects = counter(
@@ -270,7 +309,12 @@ impl Metrics {
             "shardlog_stream_revision_conflicts_total",
             "Stream appends refused for a stale expected revision (zero until streams exist)",
         );
-        let collectors: [Box<dyn Collector>; 21] = [
+        let collectors: [Box<dyn Collector>; 26] = [
+            Box::new(body_budget_used.clone()),
+            Box::new(conn.open.clone()),
+            Box::new(conn.refused.clone()),
+            Box::new(conn.closed.clone()),
+            Box::new(conn.body_timeouts.clone()),
             Box::new(http_duration.clone()),
             Box::new(http_body.clone()),
             Box::new(deadline_misses.clone()),
@@ -309,6 +353,8 @@ impl Metrics {
             strong,
             writers,
             body_budget_full: body_budget_full.clone(),
+            body_budget_used,
+            conn,
             tails_active: tails_active.clone(),
             tails_slow_disconnects: tails_slow_disconnects.clone(),
             pages_slow_disconnects: pages_slow_disconnects.clone(),

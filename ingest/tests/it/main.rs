@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod atomic;
+mod edges;
 mod history;
 mod observability;
 mod pages;
