@@ -304,7 +304,8 @@ impl Registry {
     }
 
     /// Deletes `name`: tells its readers (tails end, its hub stops), stops its writers (after
-    /// their queued work), closes it, removes its files. Blocking. `false` if it did not exist.
+    /// their queued work), closes it (`Log::close`, even while readers still hold it), removes
+    /// its files. Blocking. `false` if it did not exist.
     pub fn delete(&self, name: &str, writers: &Writers) -> Result<bool, RegistryError> {
         let _admin = crate::lock(&self.admin);
         let Some(entry) = self.logs.write().unwrap_or_else(|p| p.into_inner()).remove(name) else {
@@ -312,6 +313,9 @@ impl Registry {
         };
         entry.deleted.send_replace(true);
         writers.release(entry.id);
+        // Its maintenance thread and retention address files by path: they stop before the
+        // directory goes, so they never reach a log created again under this name.
+        entry.log.close();
         // Readers still holding the entry keep its mappings alive; the files go now (unlinking a
         // mapped file is safe: the pages stay until the last mapping goes).
         let dir = entry.log.dir().to_owned();

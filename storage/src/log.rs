@@ -32,12 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// An open log. Dropping it stops the maintenance thread after a final flush.
+/// An open log. Dropping it (or [`Log::close`], earlier) stops the maintenance thread after a
+/// final flush.
 #[derive(Debug)]
 pub struct Log {
     inner: Arc<LogInner>,
     tx: Sender<Msg>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Taken by whichever of `close` and `drop` stops it first.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A log's size and counters.
@@ -165,12 +167,43 @@ impl Log {
         )?;
         // No maintenance thread: nobody reads this channel, and nothing is sent on it.
         let (tx, _) = crossbeam_channel::bounded(1);
-        Ok((Log { inner, tx, thread: None }, report))
+        Ok((Log { inner, tx, thread: Mutex::new(None) }, report))
     }
 
-    /// Whether the log was opened with [`Log::open_read_only`].
+    /// Whether no file of the log is written any more: it was opened with
+    /// [`Log::open_read_only`], or closed with [`Log::close`].
     pub fn is_read_only(&self) -> bool {
         self.inner.read_only()
+    }
+
+    /// Closes the log for good while readers may still hold the handle (the service deletes a
+    /// log this way before it removes the directory): stops the maintenance thread after its
+    /// final flush and checkpoint, as dropping the handle would, and then writes nothing more.
+    /// The handle turns read-only: no checkpoint, retention or settings change, and dropping it
+    /// touches no file. So no later seal, retention pass or recycling, all of which address
+    /// files by path, can reach a log created afterwards in the same directory. Readers keep
+    /// reading what is mapped. Call it once the writers are gone. Blocking.
+    pub fn close(&self) {
+        self.stop_maintenance();
+        *self.inner.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Stops the maintenance thread after its final flush and checkpoint (without one, writes
+    /// the checkpoint), unless that already happened or the log is read-only.
+    fn stop_maintenance(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match thread {
+            Some(t) => {
+                let _ = t.join();
+            }
+            None if self.inner.read_only() => {}
+            None => {
+                if let Err(e) = self.inner.checkpoint() {
+                    self.inner.background_error(e);
+                }
+            }
+        }
     }
 }
 
@@ -249,7 +282,7 @@ fn open_dir(dir: PathBuf, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>, Re
         drop(rx);
         None
     };
-    Ok((Log { inner, tx, thread }, writers, report))
+    Ok((Log { inner, tx, thread: Mutex::new(thread) }, writers, report))
 }
 
 impl Log {
@@ -400,18 +433,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Shutdown);
-        match self.thread.take() {
-            Some(t) => {
-                let _ = t.join();
-            }
-            None if self.inner.read_only() => {}
-            None => {
-                if let Err(e) = self.inner.checkpoint() {
-                    self.inner.background_error(e);
-                }
-            }
-        }
+        self.stop_maintenance();
     }
 }
 

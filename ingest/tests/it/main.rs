@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod atomic;
+mod deleted_log;
 mod edges;
 mod history;
 mod observability;
