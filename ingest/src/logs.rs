@@ -10,6 +10,12 @@
 //! shard every `UNKEYED_ROTATE_COMMITS` unkeyed commits: shards fill evenly by volume, and a run
 //! of small `sync` requests lands on one shard, so one fdatasync acknowledges the whole burst.
 //!
+//! Recovery at start opens every log it finds on its own: a log that fails to open is logged,
+//! left out and remembered (`Registry::failed`), and every other log opens and serves. A log is
+//! created whole or not at all (`storage::Log::open` builds it in a sibling `.{name}.creating`
+//! and renames it into place), so a failed creation leaves no directory a restart could take for
+//! a log; a `.{name}.creating` left by a crash is removed at start.
+//!
 //! What it is not: the writers (`writers`) or HTTP (`api`).
 
 use crate::body::Batch;
@@ -148,6 +154,12 @@ pub enum RegistryError {
         /// Its shard count.
         shards: u32,
     },
+    /// The log is on disk but failed to open at start (the server log says why).
+    #[error("log failed to open at start: {reason}")]
+    FailedToOpen {
+        /// The error it failed with.
+        reason: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
@@ -160,6 +172,10 @@ impl RegistryError {
             RegistryError::ShardMismatch { shards } => {
                 crate::error::ApiError::LogExists { log: name.to_owned(), shards, requested }
             }
+            RegistryError::FailedToOpen { .. } => crate::error::ApiError::Unavailable {
+                reason: "this log failed to open when the server started; see the server log",
+                retry_after_s: 60,
+            },
             RegistryError::Storage(s) => s.into(),
         }
     }
@@ -170,6 +186,8 @@ impl RegistryError {
 pub struct Registry {
     dir: PathBuf,
     logs: RwLock<HashMap<String, Arc<LogEntry>>>,
+    /// Logs on disk that failed to open at start, with the error: never opened or created over.
+    failed: RwLock<HashMap<String, String>>,
     next_id: AtomicU64,
     opts: LogOptions,
     metrics: Arc<crate::metrics::Metrics>,
@@ -189,10 +207,11 @@ impl Registry {
         idempotency: Arc<crate::idempotency::Idempotency>,
     ) -> std::io::Result<Registry> {
         let dir = data_dir.join("logs");
-        std::fs::create_dir_all(&dir)?;
+        storage::create_dir_durable(&dir)?;
         Ok(Registry {
             dir,
             logs: RwLock::new(HashMap::new()),
+            failed: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             opts,
             metrics,
@@ -201,7 +220,9 @@ impl Registry {
         })
     }
 
-    /// Opens every log found on disk (recovery), handing the writers to `writers`. Blocking.
+    /// Opens every log found on disk (recovery), handing the writers to `writers`, and
+    /// returns how many opened. A log that fails to open is logged and left out (see
+    /// [`Registry::failed`]); only failing to list the logs is an error. Blocking.
     pub fn open_existing(&self, writers: &Writers) -> Result<usize, RegistryError> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .map_err(|e| storage::StorageError::Io {
@@ -212,20 +233,51 @@ impl Registry {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| valid_name(n))
             .collect();
         names.sort();
         let mut n = 0;
         for name in names {
-            let Some(meta) = Log::stored_meta(self.dir.join(&name))? else { continue };
-            let retention = Retention {
-                max_age_ms: (meta.max_age_ms > 0).then_some(meta.max_age_ms),
-                max_bytes: (meta.max_bytes > 0).then_some(meta.max_bytes),
-            };
-            self.open_log(&name, LogSettings { shards: meta.shards, retention }, writers)?;
-            n += 1;
+            if let Some(log) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".creating")) {
+                // A creation a crash interrupted: it never became a log.
+                let path = self.dir.join(&name);
+                tracing::warn!(log, path = %path.display(), "removing an unfinished log creation");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::error!(log, error = %e, "cannot remove an unfinished log creation");
+                }
+                continue;
+            }
+            if !valid_name(&name) {
+                continue;
+            }
+            match self.open_stored(&name, writers) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(log = name, error = %e, "log failed to open; left out, the other logs serve");
+                    self.failed
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name, e.to_string());
+                }
+            }
         }
         Ok(n)
+    }
+
+    /// Opens log `name` with the settings stored on disk; `false` if it holds no log.
+    fn open_stored(&self, name: &str, writers: &Writers) -> Result<bool, RegistryError> {
+        let Some(meta) = Log::stored_meta(self.dir.join(name))? else { return Ok(false) };
+        let retention = Retention {
+            max_age_ms: (meta.max_age_ms > 0).then_some(meta.max_age_ms),
+            max_bytes: (meta.max_bytes > 0).then_some(meta.max_bytes),
+        };
+        self.open_log(name, LogSettings { shards: meta.shards, retention }, writers)?;
+        Ok(true)
+    }
+
+    /// Why log `name`, on disk, failed to open at start (`None` if it did not fail).
+    pub fn failed(&self, name: &str) -> Option<String> {
+        self.failed.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// The log named `name`, if open.
@@ -253,6 +305,10 @@ impl Registry {
         writers: &Writers,
     ) -> Result<(Arc<LogEntry>, Created), RegistryError> {
         let _admin = crate::lock(&self.admin);
+        if let Some(reason) = self.failed(name) {
+            // Opening it again with the request's settings would rewrite what is stored.
+            return Err(RegistryError::FailedToOpen { reason });
+        }
         if let Some(e) = self.get(name) {
             if check_shards && e.shards() != settings.shards {
                 return Err(RegistryError::ShardMismatch { shards: e.shards() });

@@ -10,6 +10,7 @@
 //! decodes bytes; only `mmap` contains `unsafe`.
 
 mod checkpoint;
+mod dirs;
 pub mod error;
 pub mod format;
 mod index;
@@ -29,6 +30,7 @@ pub mod txn;
 mod watermark;
 mod writer;
 
+pub use dirs::{create_dir_durable, fsync_dir};
 pub use error::{FormatError, Result, StorageError};
 pub use format::{FrameRef, NewRecord};
 pub use log::{Log, LogStats, RecoveryReport};

@@ -9,7 +9,10 @@
 //! recycle/                  retired segment files waiting to be reused
 //! ```
 //! [`Log::open`] recovers every shard (see `recovery`) and returns one [`ShardWriter`] per
-//! shard: exactly one writer each, by construction. [`Log::open_read_only`] opens a
+//! shard: exactly one writer each, by construction. A new log is created whole or not at all:
+//! its files and directories are built in a sibling directory ([`Log::creating_path`]), renamed
+//! into place (the parent directory fsynced) and opened, which makes the first segments; a
+//! failure removes what it made. [`Log::open_read_only`] opens a
 //! log to inspect it: it changes no file (no cut, no seal, no checkpoint, no journal) and has
 //! no writers.
 //!
@@ -82,7 +85,34 @@ impl Log {
     ) -> Result<(Log, Vec<ShardWriter>, RecoveryReport)> {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
-        open_dir(dir, opts)
+        let meta_path = dir.join("log.meta");
+        let created = match std::fs::metadata(&meta_path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create(&dir, &opts)?;
+                true
+            }
+            Err(e) => return Err(StorageError::io("read log metadata", &meta_path, e)),
+        };
+        let opened = open_dir(dir.clone(), opts);
+        if created && opened.is_err() {
+            // Its first segments could not be made (a full disk): it never held anything.
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let _ = crate::fsync_dir(parent);
+            }
+        }
+        opened
+    }
+
+    /// Where a new log for `dir` is built before it is renamed to `dir`: `.{name}.creating`
+    /// next to it (a name no log has: log names start with a letter or digit). One is left
+    /// behind only by a crash during a creation; the next creation of that log replaces it,
+    /// and anything listing logs must skip (or remove) it. `None` if `dir` has no file name.
+    pub fn creating_path(dir: impl AsRef<Path>) -> Option<PathBuf> {
+        let dir = dir.as_ref();
+        let name = dir.file_name()?.to_string_lossy();
+        Some(dir.with_file_name(format!(".{name}.creating")))
     }
 
     /// Opens the log in `dir` to inspect it, changing nothing in the directory: the stored
@@ -207,15 +237,66 @@ impl Log {
     }
 }
 
+/// Creates the log of `dir` whole (see the module docs): builds its files and directories at
+/// [`Log::creating_path`] (`LOCK`, `log.meta`, `checkpoint`, `txn.journal` with its header,
+/// `shards/NNNNN/`, `recycle/`; the first segments are made by the open that follows, as at
+/// any open of a shard without segments), renames it to `dir` (replacing an empty directory
+/// there) and fsyncs the parent. On failure it removes the directory it was building.
+fn create(dir: &Path, opts: &LogOptions) -> Result<()> {
+    let tmp = Log::creating_path(dir).ok_or_else(|| StorageError::InvalidOption {
+        name: "dir",
+        reason: format!("{} names no directory", dir.display()),
+    })?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::create_dir_durable(parent)
+        .map_err(|e| StorageError::io("create log parent directory", parent, e))?;
+    match std::fs::remove_dir_all(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("remove unfinished log", &tmp, e)),
+    }
+    let built = (|| {
+        build(&tmp, opts)?;
+        std::fs::rename(&tmp, dir)
+            .map_err(|e| StorageError::io("rename new log into place", dir, e))
+    })();
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    segment::sync_dir(parent)
+}
+
+/// Writes a new log's files and directories into `dir` (see [`create`]).
+fn build(dir: &Path, opts: &LogOptions) -> Result<()> {
+    crate::create_dir_durable(dir).map_err(|e| StorageError::io("create log directory", dir, e))?;
+    let _lock = lock_dir(dir)?;
+    let meta = load_or_create_meta(dir, opts)?;
+    let shards = meta.shards as usize;
+    drop(CheckpointFile::open(dir, shards)?);
+    // Recovery of an empty journal writes its header.
+    let txns = Txns::load(dir, shards, false)?;
+    txns.recover(|_| Ok(Default::default()), &crate::txn::NoExternal, |_, _, _| Ok(false))?;
+    for i in 0..meta.shards {
+        let shard_dir = dir.join("shards").join(format!("{i:05}"));
+        crate::create_dir_durable(&shard_dir)
+            .map_err(|e| StorageError::io("create shard directory", &shard_dir, e))?;
+    }
+    let recycle_dir = dir.join("recycle");
+    crate::create_dir_durable(&recycle_dir)
+        .map_err(|e| StorageError::io("create directory", &recycle_dir, e))
+}
+
 /// Opens the log directory `dir` read-write (creating what is missing), recovering it.
 fn open_dir(dir: PathBuf, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>, RecoveryReport)> {
-    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create log directory", &dir, e))?;
+    crate::create_dir_durable(&dir)
+        .map_err(|e| StorageError::io("create log directory", &dir, e))?;
     let lock = lock_dir(&dir)?;
     let meta = load_or_create_meta(&dir, &opts)?;
     let (checkpoint, current) = CheckpointFile::open(&dir, meta.shards as usize)?;
     let txns = Arc::new(Txns::load(&dir, meta.shards as usize, false)?);
     let recycle_dir = dir.join("recycle");
-    std::fs::create_dir_all(&recycle_dir)
+    crate::create_dir_durable(&recycle_dir)
         .map_err(|e| StorageError::io("create directory", &recycle_dir, e))?;
     // Only files named like segments join the pool; anything else is left alone.
     let recycle = list_files(&recycle_dir)?
@@ -450,7 +531,7 @@ fn open_shard(
     report: &mut RecoveryReport,
 ) -> Result<(Arc<Shard>, ShardWriter)> {
     let shard_dir = dir.join("shards").join(format!("{i:05}"));
-    std::fs::create_dir_all(&shard_dir)
+    crate::create_dir_durable(&shard_dir)
         .map_err(|e| StorageError::io("create shard directory", &shard_dir, e))?;
     let files = list_files(&shard_dir)?;
     let mut opened = Vec::new();

@@ -76,9 +76,7 @@ pub fn footer_reserve(segment_bytes: usize, interval_bytes: usize) -> usize {
 
 /// Fsyncs a directory so a created, renamed or removed entry survives a machine crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync directory", dir, e))
+    crate::fsync_dir(dir).map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
 /// Prepares segment `seq` of `shard` in `dir`: takes `recycled` (an old segment file) or

@@ -175,6 +175,9 @@ struct Journal {
     /// `None` for a log opened read-only: nothing is ever written.
     file: Option<File>,
     len: u64,
+    /// The file is whole and as this build writes it (its header, then whole records): what
+    /// recovery decides needs no rewrite unless it aborts something.
+    clean: bool,
     /// Aborted ids and the highest ULID their parts may hold.
     aborts: HashMap<u64, u128>,
     /// The cut on disk: positions, and the settled committed transactions straddling them.
@@ -199,6 +202,7 @@ impl Txns {
         let mut cut = None;
         let mut legacy_open = HashSet::new();
         let mut legacy_committed = HashMap::new();
+        let mut clean = false;
         if !bytes.is_empty() {
             format::decode_txn_journal_header(&bytes).map_err(|reason| StorageError::Corrupt {
                 segment: path.clone(),
@@ -233,6 +237,8 @@ impl Txns {
                 }
                 at += len;
             }
+            clean = at == bytes.len()
+                && bytes[..format::TXN_JOURNAL_HEADER_LEN] == format::encode_txn_journal_header();
         }
         let states = aborts.keys().map(|&id| (id, Visibility::Aborted)).collect();
         let file = if read_only {
@@ -264,6 +270,7 @@ impl Txns {
                 path,
                 file,
                 len,
+                clean,
                 aborts,
                 cut,
                 legacy_open,
@@ -325,8 +332,9 @@ impl Txns {
             states.insert(id, Visibility::Aborted);
         }
         drop(states);
-        // Read-only: decided in memory only.
-        if j.file.is_some() {
+        // Read-only: decided in memory only. A journal that is whole and current and gains no
+        // abort is not rewritten, so opening a log needs no free space for it (a full disk).
+        if j.file.is_some() && (!j.clean || !aborted_now.is_empty()) {
             j.rewrite()?;
         }
         Ok((aborted_now.into_iter().map(|(id, _)| id).collect(), scanned))
@@ -520,6 +528,7 @@ impl Journal {
                 .map_err(|e| io("open transaction journal", e))?,
         );
         self.len = bytes.len() as u64;
+        self.clean = true;
         Ok(())
     }
 

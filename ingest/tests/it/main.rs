@@ -11,6 +11,7 @@ mod observability;
 mod pages;
 mod process;
 mod prometheus;
+mod startup;
 mod tail;
 mod tail_deleted;
 mod tail_recovery;

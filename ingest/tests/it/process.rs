@@ -527,19 +527,3 @@ fn a_full_disk_is_answered_507_and_loses_nothing_acknowledged() {
     let (s, _, _) = request(&server.addr, "GET", "/v1/logs/full", None, b"").unwrap();
     assert_eq!(s, 200);
 }
-
-#[test]
-fn a_failed_recovery_stops_the_server_with_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("logs/broken");
-    std::fs::create_dir_all(&log).unwrap();
-    std::fs::write(log.join("log.meta"), b"not a shardlog metadata file").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("recovery failed") && err.contains("log.meta"), "{err}");
-}
