@@ -5,7 +5,8 @@
 //! - a keep-alive connection with no request is closed after `keepalive_idle_ms`;
 //! - a request body that sends nothing for `body_read_timeout_ms` while it is read fails
 //!   ([`BodyReadTimeout`], which the ingest handler answers `408`);
-//! - an answer the client takes nothing of for `send_stall_ms` is cut off;
+//! - an answer the client takes nothing of for twice `send_stall_ms` is cut off (a backstop:
+//!   tails and pages stop their own stalled streams at `send_stall_ms`, and count it);
 //! - beyond `connections_max` connections a new one is answered `503` and closed.
 //!
 //! Answers hyper writes on its own, for a request it could not parse (a bad `Content-Length`,
@@ -42,7 +43,7 @@ pub struct ConnLimits {
     pub keepalive_idle_ms: u64,
     /// A body being read that sends nothing for this long fails.
     pub body_read_timeout_ms: u64,
-    /// An answer the client takes nothing of for this long is cut off.
+    /// An answer the client takes nothing of for twice this long is cut off.
     pub send_stall_ms: u64,
     /// Connections held at once.
     pub connections_max: usize,
@@ -68,7 +69,7 @@ pub enum Closed {
     HeaderTimeout,
     /// No request for `keepalive_idle_ms`.
     Idle,
-    /// The client took nothing of an answer for `send_stall_ms`.
+    /// The client took nothing of an answer for twice `send_stall_ms`.
     SendStall,
 }
 
@@ -270,7 +271,7 @@ impl Activity {
         }
         match self.write_blocked_ms.load(Ordering::Relaxed) {
             UNSET => (recheck, None),
-            blocked => (blocked + l.send_stall_ms, Some(Closed::SendStall)),
+            blocked => (blocked + 2 * l.send_stall_ms, Some(Closed::SendStall)),
         }
     }
 }
@@ -623,7 +624,7 @@ mod tests {
         a.begin();
         assert_eq!(a.next_deadline(&l, 20), (30, None), "an active request is not idle");
         a.write_blocked_ms.store(25, Ordering::Relaxed);
-        assert_eq!(a.next_deadline(&l, 30), (75, Some(Closed::SendStall)));
+        assert_eq!(a.next_deadline(&l, 30), (125, Some(Closed::SendStall)));
         a.write_blocked_ms.store(UNSET, Ordering::Relaxed);
         a.end();
         let (at, why) = a.next_deadline(&l, 40);

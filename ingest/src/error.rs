@@ -183,7 +183,7 @@ impl From<storage::StorageError> for ApiError {
     fn from(e: storage::StorageError) -> Self {
         match e {
             storage::StorageError::DiskFull { path, .. } => {
-                ApiError::DiskFull { detail: format!("cannot preallocate {}", path.display()) }
+                ApiError::DiskFull { detail: format!("no room for {}", path.display()) }
             }
             storage::StorageError::BatchTooLarge { bytes, max_bytes } => ApiError::TooLarge {
                 what: format!("the encoded batch for one shard ({bytes} bytes)"),

@@ -62,12 +62,11 @@ impl CheckpointFile {
         let generation = self.generation + 1;
         let bytes = format::encode_checkpoint(&Checkpoint { generation, shards: entries.clone() });
         let at = (generation % 2) * bytes.len() as u64;
-        self.file
-            .write_all_at(&bytes, at)
-            .map_err(|e| StorageError::io("write checkpoint", &self.path, e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io("fdatasync checkpoint", &self.path, e))?;
+        let (file, path) = (&self.file, &self.path);
+        crate::fio::write(path, &bytes, |b| file.write_all_at(b, at))
+            .map_err(|e| StorageError::io("write checkpoint", path, e))?;
+        crate::fio::run(crate::fio::Op::Sync, path, || file.sync_data())
+            .map_err(|e| StorageError::io("fdatasync checkpoint", path, e))?;
         self.generation = generation;
         self.last = entries;
         Ok(())

@@ -97,12 +97,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    /// The disk has no room for the next segment (raised when preallocating, never mid-write).
-    #[error("disk full: cannot preallocate {bytes} bytes for {path}")]
+    /// The disk (or a quota) has no room: a segment could not be preallocated (`bytes` its
+    /// size), or a write or sync of `path` failed with `ENOSPC` (`bytes` 0).
+    #[error("disk full: no room for {bytes} bytes in {path}")]
     DiskFull {
-        /// The segment being preallocated.
+        /// The file.
         path: PathBuf,
-        /// Its size.
+        /// Bytes asked for, when known.
         bytes: u64,
     },
     /// Stored bytes failed verification where they must be whole.
@@ -191,6 +192,9 @@ impl StorageError {
     /// Wraps an I/O error with what was done and where; ENOSPC becomes [`StorageError::DiskFull`]
     /// with `bytes` when known.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if crate::fio::is_disk_full(&source) {
+            return StorageError::DiskFull { path: path.into(), bytes: 0 };
+        }
         StorageError::Io { op, path: path.into(), source }
     }
 }

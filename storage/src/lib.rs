@@ -10,8 +10,10 @@
 //! decodes bytes; only `mmap` contains `unsafe`.
 
 mod checkpoint;
+mod create;
 mod dirs;
 pub mod error;
+pub mod fio;
 pub mod format;
 mod index;
 mod inner;

@@ -89,7 +89,7 @@ impl Log {
         let created = match std::fs::metadata(&meta_path) {
             Ok(_) => false,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                create(&dir, &opts)?;
+                crate::create::create(&dir, &opts)?;
                 true
             }
             Err(e) => return Err(StorageError::io("read log metadata", &meta_path, e)),
@@ -235,56 +235,6 @@ impl Log {
             }
         }
     }
-}
-
-/// Creates the log of `dir` whole (see the module docs): builds its files and directories at
-/// [`Log::creating_path`] (`LOCK`, `log.meta`, `checkpoint`, `txn.journal` with its header,
-/// `shards/NNNNN/`, `recycle/`; the first segments are made by the open that follows, as at
-/// any open of a shard without segments), renames it to `dir` (replacing an empty directory
-/// there) and fsyncs the parent. On failure it removes the directory it was building.
-fn create(dir: &Path, opts: &LogOptions) -> Result<()> {
-    let tmp = Log::creating_path(dir).ok_or_else(|| StorageError::InvalidOption {
-        name: "dir",
-        reason: format!("{} names no directory", dir.display()),
-    })?;
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    crate::create_dir_durable(parent)
-        .map_err(|e| StorageError::io("create log parent directory", parent, e))?;
-    match std::fs::remove_dir_all(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StorageError::io("remove unfinished log", &tmp, e)),
-    }
-    let built = (|| {
-        build(&tmp, opts)?;
-        std::fs::rename(&tmp, dir)
-            .map_err(|e| StorageError::io("rename new log into place", dir, e))
-    })();
-    if let Err(e) = built {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    segment::sync_dir(parent)
-}
-
-/// Writes a new log's files and directories into `dir` (see [`create`]).
-fn build(dir: &Path, opts: &LogOptions) -> Result<()> {
-    crate::create_dir_durable(dir).map_err(|e| StorageError::io("create log directory", dir, e))?;
-    let _lock = lock_dir(dir)?;
-    let meta = load_or_create_meta(dir, opts)?;
-    let shards = meta.shards as usize;
-    drop(CheckpointFile::open(dir, shards)?);
-    // Recovery of an empty journal writes its header.
-    let txns = Txns::load(dir, shards, false)?;
-    txns.recover(|_| Ok(Default::default()), &crate::txn::NoExternal, |_, _, _| Ok(false))?;
-    for i in 0..meta.shards {
-        let shard_dir = dir.join("shards").join(format!("{i:05}"));
-        crate::create_dir_durable(&shard_dir)
-            .map_err(|e| StorageError::io("create shard directory", &shard_dir, e))?;
-    }
-    let recycle_dir = dir.join("recycle");
-    crate::create_dir_durable(&recycle_dir)
-        .map_err(|e| StorageError::io("create directory", &recycle_dir, e))
 }
 
 /// Opens the log directory `dir` read-write (creating what is missing), recovering it.
@@ -628,7 +578,7 @@ fn open_shard(
 /// process) that has not reached `exec`, which closes its copy of the descriptor.
 const LOCK_WAIT_MS: u64 = 1_000;
 
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let f = OpenOptions::new()
         .create(true)
@@ -667,7 +617,7 @@ fn lock_dir_shared(dir: &Path) -> Result<File> {
     }
 }
 
-fn load_or_create_meta(dir: &Path, opts: &LogOptions) -> Result<LogMeta> {
+pub(crate) fn load_or_create_meta(dir: &Path, opts: &LogOptions) -> Result<LogMeta> {
     let path = dir.join("log.meta");
     let wanted = LogMeta {
         shards: opts.shards,
@@ -707,9 +657,12 @@ fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> {
     use std::io::Write;
     let tmp = dir.join("log.meta.tmp");
     let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(&format::encode_meta(meta)).map_err(|e| StorageError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+    crate::fio::write(&tmp, &format::encode_meta(meta), |b| f.write_all(b))
+        .map_err(|e| StorageError::io("write", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Sync, &tmp, || f.sync_all())
+        .map_err(|e| StorageError::io("fsync", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Rename, path, || std::fs::rename(&tmp, path))
+        .map_err(|e| StorageError::io("rename", &tmp, e))?;
     segment::sync_dir(dir)
 }
 

@@ -43,6 +43,10 @@ pub struct Segment {
     pub(crate) flushed: AtomicUsize,
     /// Its pages were dropped from the page cache (see `LogOptions::sealed_cached_segments`).
     pub(crate) cache_dropped: std::sync::atomic::AtomicBool,
+    /// An fdatasync of it failed. The kernel may have dropped the failed pages' dirty state,
+    /// so a later fdatasync could succeed over lost bytes: every later sync of it fails, and its
+    /// writer refuses appends, until the log is reopened (recovery then reads what is on disk).
+    pub(crate) sync_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A segment opened or created together with its writing handle.
@@ -94,7 +98,7 @@ pub fn prepare(
     let final_path = dir.join(file_name(seq));
     let tmp = dir.join(format!("{}.tmp", file_name(seq)));
     if let Some(old) = recycled {
-        std::fs::rename(&old, &tmp)
+        crate::fio::run(crate::fio::Op::Rename, &tmp, || std::fs::rename(&old, &tmp))
             .map_err(|e| StorageError::io("rename recycled segment", &old, e))?;
     }
     let file = OpenOptions::new()
@@ -121,8 +125,10 @@ pub fn prepare(
         file.write_all_at(&[0u8; 16], HEADER_LEN as u64)
             .map_err(|e| StorageError::io("write segment", &tmp, e))?;
     }
-    file.sync_data().map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
-    std::fs::rename(&tmp, &final_path).map_err(|e| StorageError::io("rename segment", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Sync, &tmp, || file.sync_data())
+        .map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Rename, &final_path, || std::fs::rename(&tmp, &final_path))
+        .map_err(|e| StorageError::io("rename segment", &tmp, e))?;
     sync_dir(dir)?;
     // Not prefaulted: writes go through `pwrite`, which fills the page cache without faults,
     // and faulting fresh pages in first would only zero them to be overwritten.
@@ -398,15 +404,20 @@ fn complete_seal(
     last_id: u128,
 ) -> Result<()> {
     let map = Arc::clone(writer.map());
-    map.sync_data().map_err(|e| StorageError::io("fdatasync segment", &segment.path, e))?;
+    segment.sync_data().map_err(|e| StorageError::io("fdatasync segment", &segment.path, e))?;
     let current = format::decode_header(writer.bytes(0, HEADER_LEN)).map_err(|e| {
         StorageError::Corrupt { segment: segment.path.clone(), offset: 0, reason: e }
     })?;
     let sealed =
         SegmentHeader { state: SegmentState::Sealed, footer_offset: data_end as u64, ..current };
     let io = |e| StorageError::io("write header", &segment.path, e);
-    writer.write_header(&format::encode_header(&sealed)).map_err(io)?;
-    map.sync_data().map_err(|e| StorageError::io("fdatasync header", &segment.path, e))?;
+    let header = format::encode_header(&sealed);
+    crate::fio::write(&segment.path, &header, |b| {
+        let whole: &[u8; HEADER_LEN] = b.try_into().map_err(|_| std::io::Error::other("torn"))?;
+        writer.write_header(whole)
+    })
+    .map_err(io)?;
+    segment.sync_data().map_err(|e| StorageError::io("fdatasync header", &segment.path, e))?;
     segment.flushed.store(map.len(), Ordering::Relaxed);
     let _ = segment.sealed.set((last_id, segment.count.load(Ordering::Relaxed)));
     Ok(())
@@ -426,6 +437,7 @@ impl Segment {
             last_hi: AtomicU64::new(0),
             last_lo: AtomicU64::new(0),
             flushed: AtomicUsize::new(HEADER_LEN),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
             cache_dropped: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -470,26 +482,41 @@ impl Segment {
         if published <= flushed {
             return Ok(false);
         }
-        self.map.sync_data()?;
+        self.sync_data()?;
         self.flushed.fetch_max(published, Ordering::AcqRel);
         Ok(true)
+    }
+
+    /// fdatasync, failing for good once one failed (`sync_failed`).
+    pub(crate) fn sync_data(&self) -> std::io::Result<()> {
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("an earlier fdatasync of this segment failed"));
+        }
+        let r = crate::fio::run(crate::fio::Op::Sync, &self.path, || self.map.sync_data());
+        if r.is_err() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        r
     }
 }
 
 fn preallocate(file: &File, path: &Path, bytes: usize) -> Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
-    match fallocate(file, FallocateFlags::empty(), 0, bytes as u64) {
+    let r = crate::fio::run(crate::fio::Op::Allocate, path, || {
+        fallocate(file, FallocateFlags::empty(), 0, bytes as u64).map_err(Into::into)
+    });
+    match r {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOSPC) => {
+        Err(e) if crate::fio::is_disk_full(&e) => {
             Err(StorageError::DiskFull { path: path.to_owned(), bytes: bytes as u64 })
         }
-        Err(e) => Err(StorageError::io("fallocate segment", path, e.into())),
+        Err(e) => Err(StorageError::io("fallocate segment", path, e)),
     }
 }
 
 fn write_header_pwrite(file: &File, path: &Path, header: &SegmentHeader) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    file.write_all_at(&format::encode_header(header), 0)
+    crate::fio::write(path, &format::encode_header(header), |b| file.write_all_at(b, 0))
         .map_err(|e| StorageError::io("write header", path, e))
 }
 

@@ -402,8 +402,10 @@ impl Txns {
         self.states_mut().insert(id, Visibility::Aborted);
         let epoch = lock(&self.live).pending.remove(&id).map(|(_, e)| e);
         let mut j = lock(&self.journal);
-        j.append(&TxnRecord::Aborted { id, last })?;
+        // Kept even if the append fails: the record may be on disk all the same (a failed
+        // fdatasync), and a later rewrite of the journal must not drop it.
         j.aborts.insert(id, last);
+        j.append(&TxnRecord::Aborted { id, last })?;
         drop(j);
         if let Some(n) = epoch
             && let Some(e) = lock(&self.live).epoch(n)
@@ -539,14 +541,19 @@ impl Journal {
         let Some(file) = self.file.as_mut() else {
             return Err(StorageError::ReadOnly { op: "append to the transaction journal" });
         };
-        let written = file.write_all(&bytes).map_err(|e| io("append to transaction journal", e));
+        let path = &self.path;
+        let written = crate::fio::write(path, &bytes, |b| file.write_all(b))
+            .map_err(|e| io("append to transaction journal", e));
         if let Err(e) = written {
             // Cut a partial record off, or every later record would be unreadable after it.
             let _ = file.set_len(self.len);
             return Err(e);
         }
-        file.sync_data().map_err(|e| io("fdatasync transaction journal", e))?;
+        // Written whole: it is part of the file from now on, whether or not the sync below
+        // succeeds (a later failed append cuts back to here, never into this record).
         self.len += bytes.len() as u64;
+        crate::fio::run(crate::fio::Op::Sync, path, || file.sync_data())
+            .map_err(|e| io("fdatasync transaction journal", e))?;
         Ok(())
     }
 }

@@ -130,6 +130,10 @@ impl ShardWriter {
     /// assigned, in batch order. Not durable until [`ShardWriter::sync`] (or the background
     /// flush) runs; it survives a crash of the process as soon as this returns.
     pub fn append(&mut self, batch: &[NewRecord<'_>]) -> Result<IdRange> {
+        if self.seg.sync_failed.load(Ordering::Acquire) {
+            // The background flush lost pages of this segment: nothing more goes on it.
+            self.poisoned = true;
+        }
         if self.poisoned {
             return Err(StorageError::Poisoned { shard: self.shard.id });
         }
@@ -187,7 +191,9 @@ impl ShardWriter {
             let len = format::frame_len_padded(r.key.len(), r.payload.len(), r.inverse.len());
             let end_mark = if i == last { END_MARK_LEN } else { 0 };
             if fill > 0 && fill + len + end_mark > buf.len().max(ENCODE_BUF_BYTES) {
-                written = self.map.write_at(start + at - fill, &buf[..fill]);
+                let (path, offset) = (&self.seg.path, start + at - fill);
+                let map = &mut self.map;
+                written = crate::fio::write(path, &buf[..fill], |b| map.write_at(offset, b));
                 if written.is_err() {
                     break;
                 }
@@ -207,7 +213,10 @@ impl ShardWriter {
         if written.is_ok() {
             debug_assert_eq!(at, total);
             buf[fill..fill + END_MARK_LEN].fill(0);
-            written = self.map.write_at(start + at - fill, &buf[..fill + END_MARK_LEN]);
+            let (path, offset) = (&self.seg.path, start + at - fill);
+            let map = &mut self.map;
+            let bytes = &buf[..fill + END_MARK_LEN];
+            written = crate::fio::write(path, bytes, |b| map.write_at(offset, b));
         }
         // A buffer grown for one large frame is not kept.
         if buf.len() > ENCODE_BUF_BYTES + END_MARK_LEN {
@@ -215,8 +224,10 @@ impl ShardWriter {
         }
         self.buf = buf;
         if let Err(e) = written {
-            // The bytes beyond the published length are in an unknown state: stop here.
-            self.poisoned = true;
+            // Nothing was published: the bytes beyond the published length are in an unknown
+            // state, and the next batch writes them again from the same offset, end mark
+            // included (recovery cuts a batch without its end). The shard stays writable, so a
+            // write that failed for want of space works again once there is room.
             return Err(StorageError::io("write segment", &self.seg.path, e));
         }
         if self.seg.first_id.get().is_none() {

@@ -4,6 +4,7 @@
 mod concurrency;
 mod crash;
 mod diskfull;
+mod faults;
 mod merge;
 mod readonly;
 mod recovery;
