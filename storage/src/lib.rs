@@ -13,7 +13,6 @@ mod checkpoint;
 mod create;
 mod dirs;
 pub mod error;
-pub mod fio;
 pub mod format;
 mod index;
 mod inner;
