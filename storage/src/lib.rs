@@ -13,6 +13,7 @@ mod checkpoint;
 mod create;
 mod dirs;
 pub mod error;
+pub mod fio;
 pub mod format;
 mod index;
 mod inner;

@@ -657,9 +657,12 @@ fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> {
     use std::io::Write;
     let tmp = dir.join("log.meta.tmp");
     let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(&format::encode_meta(meta)).map_err(|e| StorageError::io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+    crate::fio::write(&tmp, &format::encode_meta(meta), |b| f.write_all(b))
+        .map_err(|e| StorageError::io("write", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Sync, &tmp, || f.sync_all())
+        .map_err(|e| StorageError::io("fsync", &tmp, e))?;
+    crate::fio::run(crate::fio::Op::Rename, path, || std::fs::rename(&tmp, path))
+        .map_err(|e| StorageError::io("rename", &tmp, e))?;
     segment::sync_dir(dir)
 }
 
