@@ -177,7 +177,7 @@ impl Idempotency {
         {
             let mut st = crate::lock(&store.state);
             for (at_ms, id, record) in records {
-                if at_ms + ttl_ms > now_ms {
+                if at_ms.saturating_add(ttl_ms) > now_ms {
                     store.insert_done(&mut st, id, record);
                 }
             }
@@ -192,7 +192,7 @@ impl Idempotency {
         let id = (log.to_owned(), key.to_owned());
         let mut st = crate::lock(&self.state);
         match st.slots.get(&id) {
-            Some(Slot::Done(r)) if r.at_ms + self.ttl_ms > now_ms => {
+            Some(Slot::Done(r)) if r.at_ms.saturating_add(self.ttl_ms) > now_ms => {
                 self.replays.fetch_add(1, Ordering::Relaxed);
                 let mut v: Value = serde_json::from_slice(&r.response).unwrap_or(Value::Null);
                 v["duplicate"] = Value::Bool(true);
@@ -352,7 +352,7 @@ impl Idempotency {
         }
         // Expired first, then (over the limits) the oldest.
         while let Some((at, oldest)) = st.order.front().cloned() {
-            let expired = at + self.ttl_ms <= at_ms;
+            let expired = at.saturating_add(self.ttl_ms) <= at_ms;
             let over = st.order.len() > self.keys_max || st.bytes > self.bytes_max;
             if !expired && !over {
                 break;
@@ -478,6 +478,17 @@ mod tests {
                 || (),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn a_ttl_or_timestamp_at_the_top_of_the_range_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Idempotency::open(dir.path(), u64::MAX, 100, 1 << 20, 0).unwrap();
+        done(&store, "a", 1, (1 << 62) + 5);
+        assert!(matches!(store.claim("log", "a", 1 << 62), Claim::Replay(_)));
+        drop(store);
+        let store = Idempotency::open(dir.path(), u64::MAX, 100, 1 << 20, 1 << 62).unwrap();
+        assert!(matches!(store.claim("log", "a", 1 << 62), Claim::Replay(_)), "kept");
     }
 
     #[test]

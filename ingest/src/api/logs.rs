@@ -58,9 +58,7 @@ pub(super) async fn show(
     State(st): State<Arc<AppState>>,
     Path(log): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&log)?;
-    st.check_ready()?;
-    let e = st.registry.get(&log).ok_or(ApiError::LogNotFound { log })?;
+    let e = super::existing_log(&st, &log)?;
     Ok(Json(describe(&e)))
 }
 

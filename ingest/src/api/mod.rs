@@ -173,7 +173,17 @@ pub(crate) fn existing_log(
 ) -> Result<Arc<crate::logs::LogEntry>, ApiError> {
     check_name(log)?;
     st.check_ready()?;
-    st.registry.get(log).ok_or_else(|| ApiError::LogNotFound { log: log.to_owned() })
+    if let Some(e) = st.registry.get(log) {
+        return Ok(e);
+    }
+    if st.registry.failed(log).is_some() {
+        // Its data is on disk: it is not "not found".
+        return Err(ApiError::Unavailable {
+            reason: "this log failed to open when the server started; see the server log",
+            retry_after_s: 60,
+        });
+    }
+    Err(ApiError::LogNotFound { log: log.to_owned() })
 }
 
 /// Checks a log name from the path.

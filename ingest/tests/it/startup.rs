@@ -129,6 +129,11 @@ fn a_log_that_fails_to_open_is_left_out_and_every_other_log_serves() {
     )
     .unwrap();
     assert_eq!(s, 503, "{v}");
+    // Reads say the same (its data is on disk: not 404).
+    for path in ["/v1/logs/broken/timeline", "/v1/logs/broken/shards/0/commits"] {
+        let (s, _, v) = request(&server.addr, "GET", path, None, b"").unwrap();
+        assert_eq!((s, v["error"]["code"].as_str()), (503, Some("unavailable")), "{path}: {v}");
+    }
     let meta = std::fs::read(broken.join("log.meta")).unwrap();
     assert_eq!(meta, b"not a shardlog metadata file");
 }
