@@ -165,21 +165,7 @@ pub fn open(
         .write(true)
         .open(path)
         .map_err(|e| StorageError::io("open segment", path, e))?;
-    let file_len =
-        file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len() as usize;
-    let mut header_bytes = [0u8; HEADER_LEN];
-    if file_len >= HEADER_LEN {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut header_bytes, 0)
-            .map_err(|e| StorageError::io("read header", path, e))?;
-    }
-    let header = format::decode_header(&header_bytes).map_err(|e| corrupt(0, e))?;
-    if header.seq != seq || header.shard != shard {
-        return Err(corrupt(
-            0,
-            FormatError::BadField { field: "header seq or shard", value: header.seq },
-        ));
-    }
+    let (file_len, header) = checked_header(path, &file, shard, seq)?;
     if header.state == SegmentState::Sealed {
         return open_sealed(path, file, file_len, &header, index_interval_bytes, corrupt);
     }
@@ -305,21 +291,7 @@ pub fn open_read_only(
         reason,
     };
     let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
-    let file_len =
-        file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len() as usize;
-    let mut header_bytes = [0u8; HEADER_LEN];
-    if file_len >= HEADER_LEN {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut header_bytes, 0)
-            .map_err(|e| StorageError::io("read header", path, e))?;
-    }
-    let header = format::decode_header(&header_bytes).map_err(|e| corrupt(0, e))?;
-    if header.seq != seq || header.shard != shard {
-        return Err(corrupt(
-            0,
-            FormatError::BadField { field: "header seq or shard", value: header.seq },
-        ));
-    }
+    let (file_len, header) = checked_header(path, &file, shard, seq)?;
     if header.state == SegmentState::Sealed {
         return open_sealed(path, file, file_len, &header, index_interval_bytes, corrupt);
     }
@@ -498,6 +470,36 @@ impl Segment {
         }
         r
     }
+}
+
+/// The length of segment file `path` and its header, checked to be segment `seq` of `shard`.
+fn checked_header(
+    path: &Path,
+    file: &File,
+    shard: u32,
+    seq: u64,
+) -> Result<(usize, SegmentHeader)> {
+    let corrupt = |offset: usize, reason: FormatError| StorageError::Corrupt {
+        segment: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let file_len =
+        file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len() as usize;
+    let mut header_bytes = [0u8; HEADER_LEN];
+    if file_len >= HEADER_LEN {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut header_bytes, 0)
+            .map_err(|e| StorageError::io("read header", path, e))?;
+    }
+    let header = format::decode_header(&header_bytes).map_err(|e| corrupt(0, e))?;
+    if header.seq != seq || header.shard != shard {
+        return Err(corrupt(
+            0,
+            FormatError::BadField { field: "header seq or shard", value: header.seq },
+        ));
+    }
+    Ok((file_len, header))
 }
 
 fn preallocate(file: &File, path: &Path, bytes: usize) -> Result<()> {

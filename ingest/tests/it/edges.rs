@@ -256,9 +256,7 @@ fn expect_100_continue_is_refused_before_the_body_is_sent() {
 
 /// Anonymous resident memory of a process (RssAnon): the heap, not the mapped segments.
 fn rss_anon_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    super::process::status_bytes(pid, "RssAnon")
 }
 
 #[test]

@@ -313,11 +313,16 @@ fn sigterm_drains_exits_zero_and_the_next_start_needs_no_repair() {
     assert!(!log.contains("torn tail"), "a clean stop leaves nothing to repair:\n{log}");
 }
 
+/// A memory figure of `/proc/PID/status` (`VmHWM`, `RssAnon`, ...), in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
 /// Peak resident memory of a process so far (VmHWM), in bytes.
 fn peak_rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    status_bytes(pid, "VmHWM")
 }
 
 #[test]
