@@ -1,6 +1,6 @@
 //! Creating a log whole or not at all: its files and directories (`LOCK`, `log.meta`,
 //! `checkpoint`, `txn.journal` with its header, `shards/NNNNN/`, `recycle/`) are built in a
-//! sibling directory ([`Log::creating_path`]), every directory fsynced in its parent, then
+//! sibling directory ([`creating_path`]), every directory fsynced in its parent, then
 //! renamed into place and the parent fsynced. `Log::open` then opens it, which makes the first
 //! segments, and removes it if that fails.
 //!
@@ -9,19 +9,19 @@
 
 use crate::checkpoint::CheckpointFile;
 use crate::error::{Result, StorageError};
-use crate::log::{Log, load_or_create_meta, lock_dir};
+use crate::logdir::{load_or_create_meta, lock_dir};
 use crate::options::LogOptions;
 use crate::segment;
 use crate::txn::Txns;
 use std::path::Path;
 
 /// Creates the log of `dir` whole (see the module docs): builds its files and directories at
-/// [`Log::creating_path`] (`LOCK`, `log.meta`, `checkpoint`, `txn.journal` with its header,
+/// [`creating_path`] (`LOCK`, `log.meta`, `checkpoint`, `txn.journal` with its header,
 /// `shards/NNNNN/`, `recycle/`; the first segments are made by the open that follows, as at
 /// any open of a shard without segments), renames it to `dir` (replacing an empty directory
 /// there) and fsyncs the parent. On failure it removes the directory it was building.
 pub(crate) fn create(dir: &Path, opts: &LogOptions) -> Result<()> {
-    let tmp = Log::creating_path(dir).ok_or_else(|| StorageError::InvalidOption {
+    let tmp = creating_path(dir).ok_or_else(|| StorageError::InvalidOption {
         name: "dir",
         reason: format!("{} names no directory", dir.display()),
     })?;
@@ -63,4 +63,12 @@ fn build(dir: &Path, opts: &LogOptions) -> Result<()> {
     let recycle_dir = dir.join("recycle");
     crate::create_dir_durable(&recycle_dir)
         .map_err(|e| StorageError::io("create directory", &recycle_dir, e))
+}
+
+/// Where a new log for `dir` is built before it is renamed to `dir`: `.{name}.creating` next
+/// to it (a name no log has: log names start with a letter or digit). `None` if `dir` has no
+/// file name.
+pub(crate) fn creating_path(dir: &Path) -> Option<std::path::PathBuf> {
+    let name = dir.file_name()?.to_string_lossy();
+    Some(dir.with_file_name(format!(".{name}.creating")))
 }

@@ -18,6 +18,7 @@ pub mod format;
 mod index;
 mod inner;
 mod log;
+mod logdir;
 mod maintenance;
 pub mod merge;
 pub mod metrics;

@@ -22,6 +22,7 @@ use crate::checkpoint::{self, CheckpointFile};
 use crate::error::{Result, StorageError};
 use crate::format::{self, HEADER_LEN, LogMeta};
 use crate::inner::LogInner;
+use crate::logdir::{load_or_create_meta, lock_dir, lock_dir_shared, write_meta};
 use crate::maintenance::{self, Msg};
 use crate::options::{LogOptions, Retention};
 use crate::segment::{self, Segment};
@@ -30,7 +31,6 @@ use crate::txn::Txns;
 use crate::writer::{ShardWriter, WriterConfig};
 use crossbeam_channel::Sender;
 use idgen::Clock;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,9 +110,7 @@ impl Log {
     /// behind only by a crash during a creation; the next creation of that log replaces it,
     /// and anything listing logs must skip (or remove) it. `None` if `dir` has no file name.
     pub fn creating_path(dir: impl AsRef<Path>) -> Option<PathBuf> {
-        let dir = dir.as_ref();
-        let name = dir.file_name()?.to_string_lossy();
-        Some(dir.with_file_name(format!(".{name}.creating")))
+        crate::create::creating_path(dir.as_ref())
     }
 
     /// Opens the log in `dir` to inspect it, changing nothing in the directory: the stored
@@ -571,99 +569,6 @@ fn open_shard(
         cfg.clone(),
     );
     Ok((shard, writer))
-}
-
-/// How long opening waits for a log's lock before answering `Locked`: a lock can be held for
-/// an instant after its log closed, by a child process forked meanwhile (anywhere in this
-/// process) that has not reached `exec`, which closes its copy of the descriptor.
-const LOCK_WAIT_MS: u64 = 1_000;
-
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join("LOCK");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| StorageError::io("open lock file", &path, e))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
-        }
-    }
-}
-
-/// Takes the log's lock shared (for [`Log::open_read_only`]): other inspectors may hold it
-/// too, a writing open (exclusive) may not. The lock file must exist: it is not created.
-fn lock_dir_shared(dir: &Path) -> Result<File> {
-    let path = dir.join("LOCK");
-    let f = File::open(&path).map_err(|e| StorageError::io("open lock file", &path, e))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS);
-    loop {
-        match f.try_lock_shared() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
-        }
-    }
-}
-
-pub(crate) fn load_or_create_meta(dir: &Path, opts: &LogOptions) -> Result<LogMeta> {
-    let path = dir.join("log.meta");
-    let wanted = LogMeta {
-        shards: opts.shards,
-        created_ms: opts.clock.now_ms(),
-        max_age_ms: opts.retention.max_age_ms.unwrap_or(0),
-        max_bytes: opts.retention.max_bytes.unwrap_or(0),
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let stored = format::decode_meta(&bytes).map_err(|reason| StorageError::Corrupt {
-                segment: path.clone(),
-                offset: 0,
-                reason,
-            })?;
-            if stored.shards != opts.shards {
-                return Err(StorageError::ShardCountMismatch {
-                    stored: stored.shards,
-                    requested: opts.shards,
-                });
-            }
-            let current = LogMeta { created_ms: stored.created_ms, ..wanted };
-            if current != stored {
-                write_meta(dir, &path, &current)?;
-            }
-            Ok(current)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_meta(dir, &path, &wanted)?;
-            Ok(wanted)
-        }
-        Err(e) => Err(StorageError::io("read log metadata", &path, e)),
-    }
-}
-
-/// Writes the metadata file atomically: temporary file, fsync, rename, fsync directory.
-fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> {
-    use std::io::Write;
-    let tmp = dir.join("log.meta.tmp");
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    crate::fio::write(&tmp, &format::encode_meta(meta), |b| f.write_all(b))
-        .map_err(|e| StorageError::io("write", &tmp, e))?;
-    crate::fio::run(crate::fio::Op::Sync, &tmp, || f.sync_all())
-        .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    crate::fio::run(crate::fio::Op::Rename, path, || std::fs::rename(&tmp, path))
-        .map_err(|e| StorageError::io("rename", &tmp, e))?;
-    segment::sync_dir(dir)
 }
 
 /// Regular files of a directory as (path, name), sorted by name.
