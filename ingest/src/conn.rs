@@ -5,7 +5,7 @@
 //! - a keep-alive connection with no request is closed after `keepalive_idle_ms`;
 //! - a request body that sends nothing for `body_read_timeout_ms` while it is read fails
 //!   ([`BodyReadTimeout`], which the ingest handler answers `408`);
-//! - an answer the client takes nothing of for twice `send_stall_ms` is cut off (a backstop:
+//! - an answer the client takes nothing of for twice `send_stall_ms` (at least 10 s) is cut off (a backstop:
 //!   tails and pages stop their own stalled streams at `send_stall_ms`, and count it);
 //! - beyond `connections_max` connections a new one is answered `503` and closed.
 //!
@@ -49,7 +49,17 @@ pub struct ConnLimits {
     pub connections_max: usize,
 }
 
+/// The connection-level stall cut-off is never shorter than this: tails and pages stop their
+/// own stalled streams at `send_stall_ms` (and count it), which must come first.
+pub const STALL_CUTOFF_MIN_MS: u64 = 10_000;
+
 impl ConnLimits {
+    /// How long a write may wait for the client before the connection is cut: twice
+    /// `send_stall_ms`, at least [`STALL_CUTOFF_MIN_MS`].
+    pub fn stall_cutoff_ms(&self) -> u64 {
+        (2 * self.send_stall_ms).max(STALL_CUTOFF_MIN_MS)
+    }
+
     /// The limits of `config`.
     pub fn of(config: &crate::config::Config) -> ConnLimits {
         ConnLimits {
@@ -271,7 +281,7 @@ impl Activity {
         }
         match self.write_blocked_ms.load(Ordering::Relaxed) {
             UNSET => (recheck, None),
-            blocked => (blocked + 2 * l.send_stall_ms, Some(Closed::SendStall)),
+            blocked => (blocked + l.stall_cutoff_ms(), Some(Closed::SendStall)),
         }
     }
 }
@@ -624,7 +634,7 @@ mod tests {
         a.begin();
         assert_eq!(a.next_deadline(&l, 20), (30, None), "an active request is not idle");
         a.write_blocked_ms.store(25, Ordering::Relaxed);
-        assert_eq!(a.next_deadline(&l, 30), (125, Some(Closed::SendStall)));
+        assert_eq!(a.next_deadline(&l, 30), (25 + STALL_CUTOFF_MIN_MS, Some(Closed::SendStall)));
         a.write_blocked_ms.store(UNSET, Ordering::Relaxed);
         a.end();
         let (at, why) = a.next_deadline(&l, 40);
