@@ -131,7 +131,8 @@ impl LogInner {
     /// so the first and the last being there means all are).
     pub(crate) fn part_present(&self, shard: u32, first: u128, n: u32) -> Result<bool> {
         let Some(s) = self.shards.get(shard as usize) else { return Ok(false) };
-        let last = first + (n.max(1) as u128 - 1);
+        // From a journal record: a first ULID at the top of the range is damage, not a batch.
+        let Some(last) = first.checked_add(n.max(1) as u128 - 1) else { return Ok(false) };
         for id in [first, last] {
             let mut c = s.cursor(crate::shard::Start::From(idgen::Ulid(id)));
             match c.next()? {
