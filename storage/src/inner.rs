@@ -127,6 +127,17 @@ impl LogInner {
         Ok((found, read))
     }
 
+    /// Decides what a crash left undecided (`Txns::recover`), judged by the parts found in the
+    /// shards from the journal's cut and by the outside participant: the ids aborted, and
+    /// how many commits the scan read.
+    pub(crate) fn recover_txns(&self) -> Result<(Vec<u64>, u64)> {
+        self.txns.recover(
+            |cut| self.txn_parts_from(cut),
+            self.opts.external.as_ref(),
+            |shard, first, n| self.part_present(shard, first, n),
+        )
+    }
+
     /// Whether the `n` commits from ULID `first` are all in shard `shard` (they were one batch,
     /// so the first and the last being there means all are).
     pub(crate) fn part_present(&self, shard: u32, first: u128, n: u32) -> Result<bool> {

@@ -188,11 +188,7 @@ impl Log {
             txns,
             _lock: lock,
         });
-        (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
-            |cut| inner.txn_parts_from(cut),
-            inner.opts.external.as_ref(),
-            |shard, first, n| inner.part_present(shard, first, n),
-        )?;
+        (report.aborted_txns, report.txn_scan_commits) = inner.recover_txns()?;
         // No maintenance thread: nobody reads this channel, and nothing is sent on it.
         let (tx, _) = crossbeam_channel::bounded(1);
         Ok((Log { inner, tx, thread: Mutex::new(None) }, report))
@@ -291,11 +287,7 @@ fn open_dir(dir: PathBuf, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>, Re
     // With every shard recovered, decide what a crash left undecided (durably), then take
     // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
     // the transactions' cut past what was just decided).
-    (report.aborted_txns, report.txn_scan_commits) = inner.txns.recover(
-        |cut| inner.txn_parts_from(cut),
-        inner.opts.external.as_ref(),
-        |shard, first, n| inner.part_present(shard, first, n),
-    )?;
+    (report.aborted_txns, report.txn_scan_commits) = inner.recover_txns()?;
     inner.checkpoint()?;
     let thread = if inner.opts.background {
         // No segment is prepared here: a writer asks for its next one when its active

@@ -187,27 +187,16 @@ pub fn open(
     if scan.dirty_end > scan.end || !scan.stale_frames.is_empty() {
         let (start, end) = (scan.end, scan.dirty_end.max(scan.end));
         let io = |e| StorageError::io("zero torn tail", path, e);
-        writer.write_at(start, &vec![0u8; end - start]).map_err(io)?;
+        let w = &mut writer;
+        crate::fio::write(path, &vec![0u8; end - start], |b| w.write_at(start, b)).map_err(io)?;
         for &at in &scan.stale_frames {
-            writer.write_at(at, &[0u8; 16]).map_err(io)?;
+            crate::fio::write(path, &[0u8; 16], |b| w.write_at(at, b)).map_err(io)?;
         }
-        map.sync_data().map_err(|e| StorageError::io("fdatasync segment", path, e))?;
+        crate::fio::run(crate::fio::Op::Sync, path, || map.sync_data())
+            .map_err(|e| StorageError::io("fdatasync segment", path, e))?;
     }
-    let segment = Segment::new(
-        path.to_owned(),
-        seq,
-        header.tag(),
-        map,
-        SparseIndex::new(len, index_interval_bytes),
-    );
-    for &(id, off) in &scan.index {
-        segment.index.push(id, off);
-    }
-    if let Some(first) = scan.first_id {
-        let _ = segment.first_id.set(first);
-    }
-    segment.set_last_id(scan.last_id.unwrap_or(0));
-    segment.count.store(scan.count, Ordering::Relaxed);
+    let segment =
+        Segment::recovered(path, seq, header.tag(), map, len, index_interval_bytes, &scan);
     writer.publish(scan.end);
     // What recovery kept may be in the page cache only (a killed process): not yet flushed.
     segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
@@ -304,21 +293,8 @@ pub fn open_read_only(
         known,
     )
     .map_err(|(off, e)| corrupt(off, e))?;
-    let segment = Segment::new(
-        path.to_owned(),
-        seq,
-        header.tag(),
-        map,
-        SparseIndex::new(file_len, index_interval_bytes),
-    );
-    for &(id, off) in &scan.index {
-        segment.index.push(id, off);
-    }
-    if let Some(first) = scan.first_id {
-        let _ = segment.first_id.set(first);
-    }
-    segment.set_last_id(scan.last_id.unwrap_or(0));
-    segment.count.store(scan.count, Ordering::Relaxed);
+    let segment =
+        Segment::recovered(path, seq, header.tag(), map, file_len, index_interval_bytes, &scan);
     reader.publish(scan.end);
     // Nothing to flush: nothing was written.
     segment.flushed.store(scan.end, Ordering::Relaxed);
@@ -396,6 +372,34 @@ fn complete_seal(
 }
 
 impl Segment {
+    /// A segment opened by recovery, from what its scan found.
+    fn recovered(
+        path: &Path,
+        seq: u64,
+        tag: u32,
+        map: Arc<MappedFile>,
+        len: usize,
+        index_interval_bytes: usize,
+        scan: &recovery::Scan,
+    ) -> Segment {
+        let segment = Segment::new(
+            path.to_owned(),
+            seq,
+            tag,
+            map,
+            SparseIndex::new(len, index_interval_bytes),
+        );
+        for &(id, off) in &scan.index {
+            segment.index.push(id, off);
+        }
+        if let Some(first) = scan.first_id {
+            let _ = segment.first_id.set(first);
+        }
+        segment.set_last_id(scan.last_id.unwrap_or(0));
+        segment.count.store(scan.count, Ordering::Relaxed);
+        segment
+    }
+
     fn new(path: PathBuf, seq: u64, tag: u32, map: Arc<MappedFile>, index: SparseIndex) -> Self {
         Segment {
             path,
