@@ -200,8 +200,7 @@ pub(super) async fn timeline(
 }
 
 /// Bytes after which a chunk of a page's body is handed to the connection: small enough that
-/// rendering one (about 50 µs, on the blocking pool) keeps a page's memory to one chunk, large
-/// enough that the hop to the pool (a few µs) is small beside it.
+/// rendering one (about 50 µs) does not hold a runtime thread long.
 const BODY_CHUNK_BYTES: usize = 64 << 10;
 
 /// Merges a page: at most `limit` commits (of `key`, if given) after `start` and below `to`,
@@ -275,23 +274,13 @@ fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounte
     let stream = futures_util::stream::unfold(Some((shared, done_tx)), |state| async move {
         let (shared, done_tx) = state?;
         *lock(&shared.asked) = tokio::time::Instant::now();
-        let taken = lock(&shared.page).take();
-        let Some(mut page) = taken else {
-            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
-            return Some((Err(e), None));
+        let chunk = match lock(&shared.page).as_mut() {
+            Some(page) => page.next_chunk(),
+            None => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
+                return Some((Err(e), None));
+            }
         };
-        // Rendered on the blocking pool: the page's commits are read from the mapped segments,
-        // and a page the kernel evicted faults in from the disk, which must not stall a
-        // runtime thread (and every connection on it).
-        let rendered = tokio::task::spawn_blocking(move || {
-            let chunk = page.next_chunk();
-            (page, chunk)
-        })
-        .await;
-        let Ok((page, chunk)) = rendered else {
-            return Some((Err(std::io::Error::other("rendering the page failed")), None));
-        };
-        *lock(&shared.page) = Some(page);
         chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
     });
     Body::from_stream(stream)
