@@ -44,7 +44,8 @@ impl CheckpointFile {
         if !existed {
             file.set_len(2 * slot as u64)
                 .map_err(|e| StorageError::io("size checkpoint", &path, e))?;
-            file.sync_all().map_err(|e| StorageError::io("fsync checkpoint", &path, e))?;
+            crate::fio::run(crate::fio::Op::Sync, &path, || file.sync_all())
+                .map_err(|e| StorageError::io("fsync checkpoint", &path, e))?;
             crate::segment::sync_dir(dir)?;
         }
         let generation = current.as_ref().map_or(0, |c| c.generation);

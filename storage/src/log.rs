@@ -163,9 +163,12 @@ impl Log {
                 if let Some((off, reason)) = &o.torn_at {
                     report.torn_tails.push((path.clone(), *off as u64, reason.to_string()));
                 }
-                segments.push(o.segment);
+                segments.push(o);
             }
-            segments.sort_by_key(|s| s.seq);
+            segments.sort_by_key(|o| o.segment.seq);
+            let mut opened = segments;
+            let _ = cut_behind_lost_seal(&mut opened, entry, &mut report);
+            let segments: Vec<Arc<Segment>> = opened.into_iter().map(|o| o.segment).collect();
             list.push(Arc::new(Shard::new(
                 i,
                 shard_dir,
@@ -510,6 +513,19 @@ fn open_shard(
         }
         _ => None,
     };
+    let prepared = match cut_behind_lost_seal(&mut opened, known, report) {
+        Some(cut) => {
+            // Removed before the seal below makes the segment in front look whole, and
+            // with the prepared file, whose number would no longer follow.
+            for path in cut.iter().chain(prepared.iter().map(|p| &p.segment.path)) {
+                std::fs::remove_file(path)
+                    .map_err(|e| StorageError::io("remove segment behind a lost seal", path, e))?;
+            }
+            segment::sync_dir(&shard_dir)?;
+            None
+        }
+        None => prepared,
+    };
     let mut last_id = None;
     for o in &opened {
         if let Some((off, reason)) = &o.torn_at {
@@ -561,6 +577,24 @@ fn open_shard(
         cfg.clone(),
     );
     Ok((shard, writer))
+}
+
+/// Takes the segments behind one whose seal was lost out of `opened` (`recovery::cut_behind`),
+/// reporting them as torn tails; returns their paths, for a writing open to remove.
+fn cut_behind_lost_seal(
+    opened: &mut Vec<segment::Opened>,
+    known: Option<&format::CheckpointEntry>,
+    report: &mut RecoveryReport,
+) -> Option<Vec<PathBuf>> {
+    let seals: Vec<_> =
+        opened.iter().map(|o| (o.seal_durable, checkpoint::known(known, o.segment.seq))).collect();
+    let from = crate::recovery::cut_behind(&seals)?;
+    let cut: Vec<PathBuf> = opened.drain(from..).map(|o| o.segment.path.clone()).collect();
+    for path in &cut {
+        let why = "behind a segment whose seal was lost: never synced";
+        report.torn_tails.push((path.clone(), HEADER_LEN as u64, why.to_owned()));
+    }
+    Some(cut)
 }
 
 /// Regular files of a directory as (path, name), sorted by name.

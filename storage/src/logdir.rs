@@ -100,7 +100,6 @@ pub(crate) fn write_meta(dir: &Path, path: &Path, meta: &LogMeta) -> Result<()> 
         .map_err(|e| StorageError::io("write", &tmp, e))?;
     crate::fio::run(crate::fio::Op::Sync, &tmp, || f.sync_all())
         .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    crate::fio::run(crate::fio::Op::Rename, path, || std::fs::rename(&tmp, path))
-        .map_err(|e| StorageError::io("rename", &tmp, e))?;
+    crate::fio::rename(&tmp, path).map_err(|e| StorageError::io("rename", &tmp, e))?;
     segment::sync_dir(dir)
 }

@@ -180,3 +180,45 @@ fn valid_frame_after(bytes: &[u8], pos: usize, tag: u32) -> Option<usize> {
     }
     None
 }
+
+/// Recovery's rule across the segments of one shard, given for each (in sequence order) whether
+/// its seal is durable and what the checkpoint knows of it: the index from which segments must
+/// be dropped, if any.
+///
+/// A writer writes a segment's seal frame as it rolls away from it, before anything goes into
+/// the next one, and every flush (the writer's `sync`, the background flush, the seal itself)
+/// syncs a shard's unsealed segments in order. So a segment with data behind one whose seal is
+/// not durable was never synced: after a machine crash it can hold pages written back out of
+/// order, behind a hole in the one before. Its commits were never acknowledged as durable, and
+/// keeping them would leave a gap in the shard's history.
+///
+/// The one exception is a later segment the checkpoint vouches for (a flush covered it): a
+/// build that wrote seal frames only when sealing could leave that behind; it is kept.
+pub fn cut_behind(segments: &[(bool, Known)]) -> Option<usize> {
+    let last = segments.len().checked_sub(1)?;
+    let k = segments[..last].iter().position(|&(seal_durable, _)| !seal_durable)?;
+    let vouched = segments[k + 1..].iter().any(|&(_, known)| match known {
+        Known::Whole => true,
+        Known::Prefix(n) => n > HEADER_LEN,
+        Known::Nothing => false,
+    });
+    (!vouched).then_some(k + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_behind_one_whose_seal_is_lost_are_cut_unless_vouched_for() {
+        let n = Known::Nothing;
+        assert_eq!(cut_behind(&[]), None);
+        assert_eq!(cut_behind(&[(false, n)]), None, "the active segment needs no seal");
+        assert_eq!(cut_behind(&[(true, n), (false, n)]), None);
+        assert_eq!(cut_behind(&[(false, n), (false, n)]), Some(1));
+        assert_eq!(cut_behind(&[(true, n), (false, n), (true, n), (false, n)]), Some(2));
+        let header = Known::Prefix(HEADER_LEN);
+        assert_eq!(cut_behind(&[(false, Known::Whole), (false, header)]), Some(1));
+        assert_eq!(cut_behind(&[(false, Known::Whole), (false, Known::Prefix(4096))]), None);
+    }
+}

@@ -82,7 +82,8 @@ impl LogInner {
             let n = self.recycle_seq.fetch_add(1, Ordering::Relaxed);
             let recycle_dir = self.dir.join("recycle");
             let to = recycle_dir.join(segment::file_name(n));
-            std::fs::rename(path, &to).map_err(|e| StorageError::io("recycle segment", path, e))?;
+            crate::fio::rename(path, &to)
+                .map_err(|e| StorageError::io("recycle segment", path, e))?;
             segment::sync_dir(&recycle_dir)?;
             pool.push(to);
         } else {

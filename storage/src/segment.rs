@@ -47,6 +47,9 @@ pub struct Segment {
     /// so a later fdatasync could succeed over lost bytes: every later sync of it fails, and its
     /// writer refuses appends, until the log is reopened (recovery then reads what is on disk).
     pub(crate) sync_failed: std::sync::atomic::AtomicBool,
+    /// End of the seal frame once the writer wrote it at the roll (0 before): the flushes that
+    /// follow cover it, so the seal is durable before any later segment's data can be synced.
+    pub(crate) seal_frame_end: AtomicUsize,
 }
 
 /// A segment opened or created together with its writing handle.
@@ -60,6 +63,9 @@ pub struct Opened {
     pub last_id: Option<u128>,
     /// Where recovery cut a torn tail, if it did.
     pub torn_at: Option<(usize, FormatError)>,
+    /// Its seal is on disk: the header says sealed, or the seal frame was found. A segment
+    /// behind one without it holds nothing that was ever synced (`recovery::cut_behind`).
+    pub seal_durable: bool,
 }
 
 /// File name of segment `seq`.
@@ -98,7 +104,7 @@ pub fn prepare(
     let final_path = dir.join(file_name(seq));
     let tmp = dir.join(format!("{}.tmp", file_name(seq)));
     if let Some(old) = recycled {
-        crate::fio::run(crate::fio::Op::Rename, &tmp, || std::fs::rename(&old, &tmp))
+        crate::fio::rename(&old, &tmp)
             .map_err(|e| StorageError::io("rename recycled segment", &old, e))?;
     }
     let file = OpenOptions::new()
@@ -122,12 +128,12 @@ pub fn prepare(
     // starts with a clean end (the writer keeps it clean after every batch).
     {
         use std::os::unix::fs::FileExt;
-        file.write_all_at(&[0u8; 16], HEADER_LEN as u64)
+        crate::fio::write(&tmp, &[0u8; 16], |b| file.write_all_at(b, HEADER_LEN as u64))
             .map_err(|e| StorageError::io("write segment", &tmp, e))?;
     }
     crate::fio::run(crate::fio::Op::Sync, &tmp, || file.sync_data())
         .map_err(|e| StorageError::io("fsync segment", &tmp, e))?;
-    crate::fio::run(crate::fio::Op::Rename, &final_path, || std::fs::rename(&tmp, &final_path))
+    crate::fio::rename(&tmp, &final_path)
         .map_err(|e| StorageError::io("rename segment", &tmp, e))?;
     sync_dir(dir)?;
     // Not prefaulted: writes go through `pwrite`, which fills the page cache without faults,
@@ -142,7 +148,7 @@ pub fn prepare(
         SparseIndex::new(segment_bytes, index_interval_bytes),
     ));
     segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
-    Ok(Opened { segment, writer: Some(writer), last_id: None, torn_at: None })
+    Ok(Opened { segment, writer: Some(writer), last_id: None, torn_at: None, seal_durable: false })
 }
 
 /// Opens an existing segment, running recovery if it is not sealed. A segment found open but
@@ -202,12 +208,13 @@ pub fn open(
     segment.flushed.store(HEADER_LEN, Ordering::Relaxed);
     let segment = Arc::new(segment);
     let mut writer = Some(writer);
+    let seal_durable = scan.seal.is_some();
     if let Some(footer) = &scan.seal {
         // Crashed between writing the seal frame and updating the header: finish the job.
         let mut w = writer.take().expect("writer present");
         complete_seal(&segment, &mut w, footer.data_end as usize, footer.last_id)?;
     }
-    Ok(Opened { segment, writer, last_id: scan.last_id, torn_at: scan.torn_at })
+    Ok(Opened { segment, writer, last_id: scan.last_id, torn_at: scan.torn_at, seal_durable })
 }
 
 fn open_sealed(
@@ -260,7 +267,13 @@ fn open_sealed(
     drop(writer);
     segment.flushed.store(file_len, Ordering::Relaxed);
     let last = (footer.count > 0).then_some(footer.last_id);
-    Ok(Opened { segment: Arc::new(segment), writer: None, last_id: last, torn_at: None })
+    Ok(Opened {
+        segment: Arc::new(segment),
+        writer: None,
+        last_id: last,
+        torn_at: None,
+        seal_durable: true,
+    })
 }
 
 /// Opens an existing segment without changing its file (`Log::open_read_only`): the file is
@@ -303,12 +316,25 @@ pub fn open_read_only(
         writer: None,
         last_id: scan.last_id,
         torn_at: scan.torn_at,
+        seal_durable: scan.seal.is_some(),
     })
 }
 
-/// Seals a segment whose writer has moved on: writes the seal frame after the published data,
-/// flushes data and footer, then marks the header sealed and flushes it. Runs off the hot path.
+/// Seals a segment whose writer has moved on: writes the seal frame after the published data
+/// (unless the writer did at the roll), flushes data and footer, then marks the header sealed
+/// and flushes it. Runs off the hot path.
 pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
+    if segment.seal_frame_end.load(Ordering::Acquire) == 0 {
+        write_seal_frame(segment, writer)?;
+    }
+    let data_end = writer.map().published();
+    complete_seal(segment, writer, data_end, segment.last_id())
+}
+
+/// Writes the seal frame (the footer) after the published data, with no fdatasync: the
+/// writer does it as it rolls away, so every later flush of the segment, which precedes any
+/// flush of the next one, makes the seal durable with the data.
+pub(crate) fn write_seal_frame(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let data_end = writer.map().published();
     let last_id = segment.last_id();
     let room = writer.map().len() - data_end;
@@ -325,10 +351,10 @@ pub fn seal(segment: &Segment, writer: &mut MapWriter) -> Result<()> {
     let id = idgen::Ulid(last_id);
     let mut frame = vec![0u8; len];
     format::encode_frame(&mut frame, segment.tag, id, flags::SEAL, &rec);
-    writer
-        .write_at(data_end, &frame)
+    crate::fio::write(&segment.path, &frame, |b| writer.write_at(data_end, b))
         .map_err(|e| StorageError::io("write seal", &segment.path, e))?;
-    complete_seal(segment, writer, data_end, last_id)
+    segment.seal_frame_end.store(data_end + len, Ordering::Release);
+    Ok(())
 }
 
 /// Keeps every k-th index entry so the seal frame fits into `room` bytes. The reserve kept by
@@ -414,6 +440,7 @@ impl Segment {
             last_lo: AtomicU64::new(0),
             flushed: AtomicUsize::new(HEADER_LEN),
             sync_failed: std::sync::atomic::AtomicBool::new(false),
+            seal_frame_end: AtomicUsize::new(0),
             cache_dropped: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -453,13 +480,13 @@ impl Segment {
 
     /// Makes every published byte durable (fdatasync); returns whether anything was flushed.
     pub fn flush_published(&self) -> std::io::Result<bool> {
-        let published = self.map.published();
+        let end = self.map.published().max(self.seal_frame_end.load(Ordering::Acquire));
         let flushed = self.flushed.load(Ordering::Acquire);
-        if published <= flushed {
+        if end <= flushed {
             return Ok(false);
         }
         self.sync_data()?;
-        self.flushed.fetch_max(published, Ordering::AcqRel);
+        self.flushed.fetch_max(end, Ordering::AcqRel);
         Ok(true)
     }
 

@@ -517,9 +517,11 @@ impl Journal {
             bytes.extend_from_slice(&format::encode_txn_record(&cut));
         }
         let mut f = File::create(&tmp).map_err(|e| io("create transaction journal", e))?;
-        f.write_all(&bytes).map_err(|e| io("write transaction journal", e))?;
-        f.sync_all().map_err(|e| io("fsync transaction journal", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("rename transaction journal", e))?;
+        crate::fio::write(&tmp, &bytes, |b| f.write_all(b))
+            .map_err(|e| io("write transaction journal", e))?;
+        crate::fio::run(crate::fio::Op::Sync, &tmp, || f.sync_all())
+            .map_err(|e| io("fsync transaction journal", e))?;
+        crate::fio::rename(&tmp, &path).map_err(|e| io("rename transaction journal", e))?;
         if let Some(dir) = path.parent() {
             crate::segment::sync_dir(dir)?;
         }

@@ -297,6 +297,13 @@ impl ShardWriter {
                 segment::prepare(&shard.dir, shard.id, next_seq, bytes, interval, now, recycled)?
             }
         };
+        // The seal frame goes on before anything is written to the next segment: a flush of
+        // this one, which precedes every flush of the next, then makes it durable, and
+        // recovery can tell a segment whose tail was lost from one rolled away from whole.
+        if let Err(e) = segment::write_seal_frame(&self.seg, &mut self.map) {
+            *slot = Some(opened);
+            return Err(e);
+        }
         let new_map = opened.writer.expect("prepared segments are open");
         let new_seg = opened.segment;
         {

@@ -5,6 +5,7 @@ mod concurrency;
 mod crash;
 mod diskfull;
 mod faults;
+mod machine_crash;
 mod merge;
 mod readonly;
 mod recovery;

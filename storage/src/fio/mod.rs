@@ -7,8 +7,14 @@
 //! load. Plans are per directory, so tests running in parallel on their own temporary
 //! directories do not see each other's faults.
 //!
+//! The machine-crash mode ([`crash::image`]) keeps, for a directory, what an fdatasync has made
+//! durable, and after [`crash::Image::crash`] puts files back to a state a power cut could
+//! leave: synced bytes kept, unsynced pages each kept or lost at random.
+//!
 //! What it is not: a VFS. Reads go through the mappings directly; a fault plan sees only the
 //! operations that change files.
+
+pub mod crash;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,7 @@ pub enum Fault {
 /// Decides, for each operation on a path under its directory, whether it fails.
 pub type Plan = Box<dyn FnMut(Op, &Path) -> Option<Fault> + Send>;
 
+/// Fault plans plus crash images installed: zero is the fast path.
 static INSTALLED: AtomicUsize = AtomicUsize::new(0);
 static PLANS: Mutex<Vec<(u64, PathBuf, Plan)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
@@ -55,18 +62,16 @@ pub struct Installed {
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let mut plans = lock();
-        plans.retain(|(id, _, _)| *id != self.id);
-        INSTALLED.store(plans.len(), Ordering::Release);
+        lock().retain(|(id, _, _)| *id != self.id);
+        INSTALLED.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Installs `plan` for every file under `dir` until the guard is dropped.
 pub fn install(dir: impl Into<PathBuf>, plan: Plan) -> Installed {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as u64;
-    let mut plans = lock();
-    plans.push((id, dir.into(), plan));
-    INSTALLED.store(plans.len(), Ordering::Release);
+    lock().push((id, dir.into(), plan));
+    INSTALLED.fetch_add(1, Ordering::AcqRel);
     Installed { id }
 }
 
@@ -78,6 +83,9 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<(u64, PathBuf, Plan)>> {
 fn fault(op: Op, path: &Path) -> Option<Fault> {
     if INSTALLED.load(Ordering::Acquire) == 0 {
         return None;
+    }
+    if crash::crashed(path) {
+        return Some(Fault::Eio);
     }
     let mut plans = lock();
     let (_, _, plan) = plans.iter_mut().find(|(_, dir, _)| path.starts_with(dir))?;
@@ -109,10 +117,31 @@ pub(crate) fn write(
     }
 }
 
-/// Runs `op` (a sync, a preallocation, a rename of `path`) unless the plan fails it.
+/// Runs `op` (a sync or a preallocation of `path`) unless the plan fails it. A successful sync
+/// is what a crash image keeps.
 pub(crate) fn run<T>(op: Op, path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     match fault(op, path) {
-        None => f(),
+        None => {
+            let out = f()?;
+            if op == Op::Sync && INSTALLED.load(Ordering::Acquire) != 0 {
+                crash::synced(path)?;
+            }
+            Ok(out)
+        }
+        Some(fault) => Err(error(fault)),
+    }
+}
+
+/// Renames `from` to `to` unless the plan (asked about `to`) fails it.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    match fault(Op::Rename, to) {
+        None => {
+            std::fs::rename(from, to)?;
+            if INSTALLED.load(Ordering::Acquire) != 0 {
+                crash::renamed(from, to);
+            }
+            Ok(())
+        }
         Some(fault) => Err(error(fault)),
     }
 }
