@@ -184,8 +184,10 @@ async fn connection(
         body_read_timeout: Duration::from_millis(limits.body_read_timeout_ms),
         metrics: held.metrics.clone(),
     };
-    let conn =
-        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(READ_BUF_BYTES_MAX)
+        .serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut stopping = *stop.borrow();
     if stopping {

@@ -338,7 +338,7 @@ impl ShardWriter {
 const END_MARK_LEN: usize = 16;
 /// Bytes of frames encoded before they are written out (a larger frame gets a buffer of its
 /// own size for the batch).
-const ENCODE_BUF_BYTES: usize = 1 << 20;
+const ENCODE_BUF_BYTES: usize = 256 << 10;
 const _: () = assert!(END_MARK_LEN <= format::FRAME_HEADER_LEN);
 
 /// Flags a caller may set; the storage sets `BATCH_END` and `SEAL` itself.
