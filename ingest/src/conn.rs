@@ -170,12 +170,18 @@ async fn connection(
     router: Router,
     limits: ConnLimits,
     held: Held,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let Some(h2) = h2_preface(&tcp, header_timeout).await else {
+        held.metrics.closed.with_label_values(&[Closed::HeaderTimeout.label()]).inc();
+        return;
+    };
     let io = hyper_util::rt::TokioIo::new(Watched {
         inner: tcp,
         activity: Arc::clone(&activity),
+        h1: !h2,
         inject: None,
     });
     let service = Service {
@@ -184,14 +190,70 @@ async fn connection(
         body_read_timeout: Duration::from_millis(limits.body_read_timeout_ms),
         metrics: held.metrics.clone(),
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .max_buf_size(READ_BUF_BYTES_MAX)
-        .serve_connection(io, service);
-    let mut conn = std::pin::pin!(conn);
+    if h2 {
+        held.metrics.h2_connections.inc();
+        let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .max_concurrent_streams(H2_STREAMS_MAX)
+            .max_header_list_size(READ_BUF_BYTES_MAX as u32)
+            .max_send_buf_size(READ_BUF_BYTES_MAX)
+            .serve_connection(io, service);
+        let conn = std::pin::pin!(conn);
+        drive(conn, |c| c.graceful_shutdown(), &activity, &limits, &held, stop).await;
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .max_buf_size(READ_BUF_BYTES_MAX)
+            .serve_connection(io, service);
+        let conn = std::pin::pin!(conn);
+        drive(conn, |c| c.graceful_shutdown(), &activity, &limits, &held, stop).await;
+    }
+}
+
+/// Streams one HTTP/2 connection may carry at once.
+pub const H2_STREAMS_MAX: u32 = 256;
+
+/// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection opens with the HTTP/2 preface (cleartext, prior knowledge), looking
+/// at its first bytes without taking them; `None` if it closed or sent too little in time.
+async fn h2_preface(tcp: &TcpStream, timeout: Duration) -> Option<bool> {
+    let look = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = tcp.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far: peeking again returns at once, so wait a little.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, look).await.ok().flatten()
+}
+
+/// Runs a connection until it ends, breaks one of `limits`, or the server stops (then
+/// gracefully, with `shutdown`).
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    limits: &ConnLimits,
+    held: &Held,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut stopping = *stop.borrow();
     if stopping {
-        conn.as_mut().graceful_shutdown();
+        shutdown(conn.as_mut());
     }
     loop {
         tokio::select! {
@@ -201,13 +263,13 @@ async fn connection(
                 }
                 break;
             }
-            why = watch(&activity, &limits) => {
+            why = watch(activity, limits) => {
                 held.metrics.closed.with_label_values(&[why.label()]).inc();
                 break;
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
             }
         }
     }
@@ -293,6 +355,9 @@ impl Activity {
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// HTTP/1.1: reads start the head clock and hyper's own answers are rewritten. An HTTP/2
+    /// connection's bytes are frames (pings, settings, many streams): neither applies.
+    h1: bool,
     /// A replacement being written: its bytes, how many are written, and how many of the
     /// original bytes it stands for.
     inject: Option<(Vec<u8>, usize, usize)>,
@@ -308,7 +373,8 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
         let a = &this.activity;
-        if buf.filled().len() > before
+        if this.h1
+            && buf.filled().len() > before
             && a.active.load(Ordering::Relaxed) == 0
             && a.head_since_ms.load(Ordering::Relaxed) == UNSET
         {
@@ -338,7 +404,7 @@ impl Watched {
 
     /// Starts replacing `head` (of `total` bytes) if it is an answer hyper wrote on its own.
     fn intercept(&mut self, head: &[u8], total: usize) -> bool {
-        if self.activity.active.load(Ordering::Relaxed) != 0 {
+        if !self.h1 || self.activity.active.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let Some(status) = automatic_status(head) else { return false };

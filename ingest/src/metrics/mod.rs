@@ -101,6 +101,8 @@ pub struct ConnMetrics {
     pub closed: IntCounterVec,
     /// Request bodies that failed at `body_read_timeout_ms`.
     pub body_timeouts: IntCounter,
+    /// Connections that opened with the HTTP/2 preface (h2c, prior knowledge).
+    pub h2_connections: IntCounter,
 }
 
 /// Every live family, and the registry they are in.
@@ -285,6 +287,10 @@ impl Metrics {
                 "shardlog_http_body_read_timeouts_total",
                 "Request bodies that sent nothing for body_read_timeout_ms while read (408)",
             ),
+            h2_connections: counter(
+                "shardlog_http2_connections_total",
+                "Connections that opened with the HTTP/2 preface (cleartext, prior knowledge)",
+            ),
         };
         let tails_active =
             IntGauge::new("shardlog_tails_active", "Tails streaming now").expect("valid gauge");
@@ -309,12 +315,13 @@ impl Metrics {
             "shardlog_stream_revision_conflicts_total",
             "Stream appends refused for a stale expected revision (zero until streams exist)",
         );
-        let collectors: [Box<dyn Collector>; 26] = [
+        let collectors: [Box<dyn Collector>; 27] = [
             Box::new(body_budget_used.clone()),
             Box::new(conn.open.clone()),
             Box::new(conn.refused.clone()),
             Box::new(conn.closed.clone()),
             Box::new(conn.body_timeouts.clone()),
+            Box::new(conn.h2_connections.clone()),
             Box::new(http_duration.clone()),
             Box::new(http_body.clone()),
             Box::new(deadline_misses.clone()),

@@ -6,6 +6,7 @@ mod api;
 mod atomic;
 mod deleted_log;
 mod edges;
+mod h2c;
 mod history;
 mod observability;
 mod pages;
