@@ -174,7 +174,7 @@ async fn connection(
 ) {
     let activity = Arc::new(Activity::new());
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
-    let Some(h2) = h2_preface(&tcp, header_timeout).await else {
+    let Some(h2) = crate::h2c::preface(&tcp, header_timeout).await else {
         held.metrics.closed.with_label_values(&[Closed::HeaderTimeout.label()]).inc();
         return;
     };
@@ -193,7 +193,7 @@ async fn connection(
     if h2 {
         held.metrics.h2_connections.inc();
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .max_concurrent_streams(H2_STREAMS_MAX)
+            .max_concurrent_streams(crate::h2c::H2_STREAMS_MAX)
             .max_header_list_size(READ_BUF_BYTES_MAX as u32)
             .max_send_buf_size(READ_BUF_BYTES_MAX)
             .serve_connection(io, service);
@@ -207,35 +207,6 @@ async fn connection(
         let conn = std::pin::pin!(conn);
         drive(conn, |c| c.graceful_shutdown(), &activity, &limits, &held, stop).await;
     }
-}
-
-/// Streams one HTTP/2 connection may carry at once.
-pub const H2_STREAMS_MAX: u32 = 256;
-
-/// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113, 3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether the connection opens with the HTTP/2 preface (cleartext, prior knowledge), looking
-/// at its first bytes without taking them; `None` if it closed or sent too little in time.
-async fn h2_preface(tcp: &TcpStream, timeout: Duration) -> Option<bool> {
-    let look = async {
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            let n = tcp.peek(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            if buf[..n] != H2_PREFACE[..n] {
-                return Some(false);
-            }
-            if n == H2_PREFACE.len() {
-                return Some(true);
-            }
-            // A prefix of the preface so far: peeking again returns at once, so wait a little.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(timeout, look).await.ok().flatten()
 }
 
 /// Runs a connection until it ends, breaks one of `limits`, or the server stops (then

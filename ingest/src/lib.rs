@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod consumers;
 pub mod error;
+pub mod h2c;
 pub mod idempotency;
 pub mod json;
 pub mod logs;
