@@ -38,12 +38,7 @@ fn random_plan(seed: u64, one_in: u32, injected: Injected) -> fio::Plan {
 
 #[test]
 fn random_fault_schedules_keep_exactly_the_acknowledged_commits() {
-    let rounds: u64 =
-        std::env::var("SHARDLOG_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
-    let base: u64 = std::env::var("SHARDLOG_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
+    let (rounds, base) = fault_rounds_and_seed();
     let injected: Injected = Default::default();
     let mut checked = 0usize;
     for round in 0..rounds {

@@ -137,17 +137,16 @@ fn round(seed: u64) -> (usize, crash::Restored) {
             ps.len()
         );
     }
+    // What readers see of an item: a plain commit, or a part of a visible transaction.
+    let shown = |it: &Item| match it {
+        Item::Plain(_) => true,
+        Item::Part(id, _) => visible.contains(id),
+    };
     for s in 0..SHARDS {
-        let shown: Vec<&[u8]> = order[s]
-            .iter()
-            .filter(|it| match it {
-                Item::Plain(_) => true,
-                Item::Part(id, _) => visible.contains(id),
-            })
-            .map(Item::payload)
-            .collect();
+        let shown_items: Vec<&[u8]> =
+            order[s].iter().filter(|it| shown(it)).map(Item::payload).collect();
         let got: Vec<&[u8]> = stored[s].iter().map(Vec::as_slice).collect();
-        if let Some(i) = (0..got.len().min(shown.len())).find(|&i| got[i] != shown[i]) {
+        if let Some(i) = (0..got.len().min(shown_items.len())).find(|&i| got[i] != shown_items[i]) {
             eprintln!(
                 "seed {seed}: shard {s} differs at {i} (synced {}): stored {:?}, appended {:?}",
                 synced[s],
@@ -155,26 +154,20 @@ fn round(seed: u64) -> (usize, crash::Restored) {
                     .iter()
                     .map(|p| String::from_utf8_lossy(p))
                     .collect::<Vec<_>>(),
-                shown[i.saturating_sub(1)..(i + 3).min(shown.len())]
+                shown_items[i.saturating_sub(1)..(i + 3).min(shown_items.len())]
                     .iter()
                     .map(|p| String::from_utf8_lossy(p))
                     .collect::<Vec<_>>(),
             );
         }
         assert!(
-            got.len() <= shown.len() && got[..] == shown[..got.len()],
+            got.len() <= shown_items.len() && got[..] == shown_items[..got.len()],
             "seed {seed}: shard {s} is not a prefix of what was appended \
              ({} stored, {} appended): {restored:?}",
             got.len(),
-            shown.len()
+            shown_items.len()
         );
-        let synced_shown = order[s][..synced[s]]
-            .iter()
-            .filter(|it| match it {
-                Item::Plain(_) => true,
-                Item::Part(id, _) => visible.contains(id),
-            })
-            .count();
+        let synced_shown = order[s][..synced[s]].iter().filter(|it| shown(it)).count();
         assert!(
             got.len() >= synced_shown,
             "seed {seed}: shard {s} lost synced commits: {} stored, {synced_shown} synced",
@@ -186,12 +179,7 @@ fn round(seed: u64) -> (usize, crash::Restored) {
 
 #[test]
 fn a_machine_crash_loses_only_unsynced_commits() {
-    let rounds: u64 =
-        std::env::var("SHARDLOG_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
-    let base: u64 = std::env::var("SHARDLOG_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
+    let (rounds, base) = fault_rounds_and_seed();
     let (mut checked, mut lost, mut kept, mut lengths) = (0, 0, 0, 0);
     for r in 0..rounds {
         let (n, restored) = round(base.wrapping_add(r));

@@ -64,3 +64,13 @@ pub fn read_from(log: &Log, i: usize, start: Start) -> Vec<(Ulid, Vec<u8>)> {
     }
     out
 }
+
+/// Rounds and first seed of a randomized fault test: `SHARDLOG_FAULT_ROUNDS` (default 40) and
+/// `SHARDLOG_FAULT_SEED` (default random; each round adds one).
+pub fn fault_rounds_and_seed() -> (u64, u64) {
+    let env = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    (
+        env("SHARDLOG_FAULT_ROUNDS").unwrap_or(40),
+        env("SHARDLOG_FAULT_SEED").unwrap_or_else(|| fastrand::u64(..)),
+    )
+}
