@@ -5,8 +5,15 @@
 //! requests in flight hold stays within the budget whatever the clients do, and an upload that
 //! sends nothing holds nothing.
 //!
-//! Charged in KiB (rounded up) on a semaphore. What it is not: an allocator; memory a request
-//! does not charge (hyper's per-connection read buffer, a few KiB of bookkeeping) is outside.
+//! A request refused before its body was read drains the rest of it (so the client reads the
+//! answer, not a broken pipe), and a drain holds a connection's read buffer while it reads:
+//! drains take a slot of one read buffer each from a share of the budget kept for them
+//! (`DRAIN_SHARE_DIVISOR`), and wait for one when all are taken. Bodies get the rest, so
+//! bodies and drains together stay within the budget under any overload.
+//!
+//! Charged in KiB (rounded up) on semaphores. What it is not: an allocator; memory a request
+//! does not charge (the read buffer of a connection receiving a body, a few KiB of
+//! bookkeeping) is outside.
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -16,6 +23,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Budget {
     sem: Arc<Semaphore>,
     kib: usize,
+    drains: Arc<Semaphore>,
+    drain_kib: usize,
+}
+
+/// One part in this many of the budget is kept for drains of refused bodies (at least one
+/// read buffer's worth).
+pub const DRAIN_SHARE_DIVISOR: usize = 8;
+
+/// What one drain holds: a connection's read buffer (`conn::READ_BUF_BYTES_MAX`).
+const DRAIN_SLOT_KIB: usize = crate::conn::READ_BUF_BYTES_MAX / 1024;
+
+/// A drain's slot of the budget; released when dropped.
+#[derive(Debug)]
+pub struct DrainSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The charge did not fit in the budget.
@@ -26,8 +48,30 @@ pub struct Spent;
 impl Budget {
     /// A budget of `bytes` (whole KiB).
     pub fn new(bytes: usize) -> Budget {
-        let kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        Budget { sem: Arc::new(Semaphore::new(kib)), kib }
+        let total_kib = (bytes / 1024).clamp(2, Semaphore::MAX_PERMITS);
+        let drain_kib = (total_kib / DRAIN_SHARE_DIVISOR / DRAIN_SLOT_KIB * DRAIN_SLOT_KIB)
+            .max(DRAIN_SLOT_KIB)
+            .min(total_kib / 2);
+        let kib = total_kib - drain_kib;
+        Budget {
+            sem: Arc::new(Semaphore::new(kib)),
+            kib,
+            drains: Arc::new(Semaphore::new(drain_kib)),
+            drain_kib,
+        }
+    }
+
+    /// A slot for one drain, once one is free. Under a budget too small for a whole read
+    /// buffer, a drain takes all of the drains' share.
+    pub async fn drain_slot(&self) -> DrainSlot {
+        let want = DRAIN_SLOT_KIB.min(self.drain_kib) as u32;
+        let permit = Arc::clone(&self.drains).acquire_many_owned(want).await;
+        DrainSlot { _permit: permit.expect("the drains' semaphore is never closed") }
+    }
+
+    /// Bytes kept for drains, out of the whole budget.
+    pub fn drain_bytes(&self) -> usize {
+        self.drain_kib * 1024
     }
 
     /// A request's charge, empty.
@@ -40,9 +84,10 @@ impl Budget {
         self.sem.available_permits() >= bytes.div_ceil(1024)
     }
 
-    /// Bytes charged now, over all requests.
+    /// Bytes charged now, over all requests and drains.
     pub fn used_bytes(&self) -> usize {
-        (self.kib - self.sem.available_permits()) * 1024
+        (self.kib - self.sem.available_permits() + self.drain_kib - self.drains.available_permits())
+            * 1024
     }
 }
 
@@ -88,7 +133,9 @@ mod tests {
 
     #[test]
     fn charges_add_up_to_the_budget_and_are_released_on_drop() {
-        let b = Budget::new(10 * 1024);
+        // 10 KiB for bodies; the drains' share of so small a budget is the smallest: half.
+        let b = Budget::new(20 * 1024);
+        assert_eq!(b.drain_bytes(), 10 * 1024);
         let mut one = b.charge();
         one.cover(4 * 1024).unwrap();
         one.cover(1024).unwrap();
@@ -102,5 +149,25 @@ mod tests {
         assert_eq!(b.used_bytes(), 6 * 1024);
         two.add(1).unwrap();
         assert_eq!(two.bytes(), 7 * 1024, "rounded up to whole KiB");
+    }
+
+    #[tokio::test]
+    async fn drains_take_slots_of_their_share_and_wait_when_it_is_taken() {
+        let b = Budget::new(64 << 20);
+        assert_eq!(b.drain_bytes(), 8 << 20, "an eighth of the budget");
+        let mut body = b.charge();
+        body.cover((56 << 20) - 1).unwrap();
+        assert_eq!(body.add(2048), Err(Spent), "bodies get the rest, not the drains' share");
+        let slots = b.drain_bytes() / crate::conn::READ_BUF_BYTES_MAX;
+        let mut held = Vec::new();
+        for _ in 0..slots {
+            held.push(b.drain_slot().await);
+        }
+        assert_eq!(b.used_bytes(), 64 << 20, "bodies and drains fill the budget, no more");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), b.drain_slot());
+        assert!(waiting.await.is_err(), "a drain past the share waits");
+        held.pop();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), b.drain_slot());
+        assert!(next.await.is_ok(), "a freed slot goes to the next drain");
     }
 }

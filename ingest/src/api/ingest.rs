@@ -414,6 +414,7 @@ async fn refuse(
         return e;
     }
     let drain = async {
+        let _slot = st.body_budget.drain_slot().await;
         let mut dropped = 0usize;
         while let Some(Ok(frame)) = body.frame().await {
             dropped += frame.data_ref().map_or(0, Bytes::len);
