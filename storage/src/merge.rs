@@ -245,6 +245,30 @@ impl Picks {
         self.records_from(0)
     }
 
+    /// Whether the frames of the commits kept from the `first`-th on, up to `bytes` of them
+    /// (at least one commit), are all in memory, so rendering them faults on no disk read.
+    /// Also answers how many commits that is. One `mincore` call per segment they lie in.
+    pub fn resident_from(&self, first: usize, bytes: usize) -> (bool, usize) {
+        let mut spans: Vec<(u32, usize, usize)> = Vec::new();
+        let (mut taken, mut count) = (0usize, 0usize);
+        for p in &self.picks[first.min(self.picks.len())..] {
+            if count > 0 && taken >= bytes {
+                break;
+            }
+            let (lo, hi) = (p.at, p.at + p.layout.padded);
+            match spans.iter_mut().find(|s| s.0 == p.segment) {
+                Some(s) => (s.1, s.2) = (s.1.min(lo), s.2.max(hi)),
+                None => spans.push((p.segment, lo, hi)),
+            }
+            taken += p.layout.padded;
+            count += 1;
+        }
+        let resident = spans
+            .iter()
+            .all(|&(segment, lo, hi)| self.segments[segment as usize].map.resident(lo, hi));
+        (resident, count)
+    }
+
     /// The commits kept from the `first`-th on.
     pub fn records_from(&self, first: usize) -> impl ExactSizeIterator<Item = Record<'_>> + '_ {
         self.picks[first.min(self.picks.len())..].iter().map(|p| Record {

@@ -157,9 +157,59 @@ impl MappedFile {
         self.file.sync_data()
     }
 
-    /// Asks the kernel to drop the file's clean, unmapped pages from the page cache (they are
-    /// read back from disk if needed). Pages a reader has mapped stay.
+    /// Whether every page holding the bytes `[start, end)` of the file (clamped to the
+    /// mapping) is in the page cache now (`mincore`), so that reading them faults on no read
+    /// from the disk. A page evicted just after is still read correctly, with a fault; a
+    /// failed call answers `false`.
+    pub fn resident(&self, start: usize, end: usize) -> bool {
+        /// Pages asked about per call (one byte of answer each).
+        const PAGES_PER_CALL: usize = 256;
+        let page = rustix::param::page_size();
+        let end = end.min(self.len);
+        let mut at = start.min(end) / page * page;
+        let mut answer = [0u8; PAGES_PER_CALL];
+        while at < end {
+            let len = (end - at).min(PAGES_PER_CALL * page);
+            let pages = len.div_ceil(page);
+            // SAFETY: `[at, at + len)` lies within the mapping (`end <= self.len`) and `at` is
+            // page-aligned, as mincore requires; the mapping lives while `self` is borrowed.
+            // mincore reads no byte of the mapping: it only writes one byte per page of the
+            // range into `answer`, which has room for `pages <= PAGES_PER_CALL` of them.
+            let rc = unsafe {
+                libc::mincore(
+                    self.raw.as_mut_ptr().add(at).cast::<libc::c_void>(),
+                    len,
+                    answer.as_mut_ptr(),
+                )
+            };
+            if rc != 0 || answer[..pages].iter().any(|b| b & 1 == 0) {
+                return false;
+            }
+            at += len;
+        }
+        true
+    }
+
+    /// Asks the kernel to drop the file's pages from memory (they are read back from disk if
+    /// needed): first this process's mapping of them is paged out (`MADV_PAGEOUT`, so pages a
+    /// reader touched go too), then the clean, unmapped pages leave the page cache.
     pub fn drop_cache(&self) -> std::io::Result<()> {
+        // SAFETY: the range is exactly this mapping, which lives while `self` is borrowed.
+        // MADV_PAGEOUT changes no byte anyone sees: a paged-out page of a shared file mapping
+        // is read back from the file on the next access, with the same bytes (contract 2, 3).
+        let paged = unsafe {
+            rustix::mm::madvise(
+                self.raw.as_mut_ptr().cast(),
+                self.len,
+                rustix::mm::Advice::LinuxPageOut,
+            )
+        };
+        // Kernels before 5.4 lack MADV_PAGEOUT: the page cache part still works.
+        if let Err(e) = paged
+            && e != rustix::io::Errno::INVAL
+        {
+            return Err(e.into());
+        }
         rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed).map_err(Into::into)
     }
 }
@@ -200,5 +250,35 @@ impl MapWriter {
     pub fn publish(&mut self, len: usize) {
         assert!(len <= self.map.len);
         self.map.published.publish(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residency_follows_writes_drops_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let len = 1 << 20;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(len as u64).unwrap();
+        let (map, mut writer) = map_segment(file, len, HEADER_LEN, false).unwrap();
+        writer.write_at(HEADER_LEN, &vec![7u8; len - HEADER_LEN]).unwrap();
+        writer.publish(len);
+        map.sync_data().unwrap();
+        assert!(map.resident(HEADER_LEN, len), "just written: in the page cache");
+        assert_eq!(map.read(HEADER_LEN, len).iter().filter(|&&b| b == 7).count(), len - HEADER_LEN);
+        map.drop_cache().unwrap();
+        assert!(!map.resident(HEADER_LEN, len), "dropped, the mapped pages included");
+        assert!(map.read(len / 2, len / 2 + 1) == [7], "read back from the file");
+        assert!(map.resident(len / 2, len / 2 + 1), "the page read is back");
     }
 }

@@ -180,7 +180,9 @@ pub(super) async fn timeline(
     };
     let page = PageBody { picks, done: 0, ndjson, close: Some(close) };
     let stall = Duration::from_millis(st.config.send_stall_ms);
-    let body = guarded_body(page, stall, st.metrics.pages_slow_disconnects.clone());
+    let counters =
+        (st.metrics.pages_slow_disconnects.clone(), st.metrics.page_chunks_from_disk.clone());
+    let body = guarded_body(page, stall, counters);
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     if ndjson {
@@ -238,19 +240,36 @@ fn choose(
     Ok((picks, last, watermark))
 }
 
+/// Where a page's body is, between the stream and its watchdog.
+enum PageState {
+    /// Waiting for the connection to ask for its next chunk.
+    Idle(PageBody),
+    /// A chunk is being rendered on the blocking pool (the page is with it).
+    Rendering,
+    /// The watchdog cut the page off.
+    CutOff,
+}
+
 /// A page's body as a stream, with a watchdog: if the connection takes no chunk for `stall`,
 /// the page (and the segments its picks hold alive) is dropped and the stream ends in an
 /// error, so the connection closes without the final empty chunk (the client sees an
-/// incomplete answer, never a short page that looks whole).
-fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounter) -> Body {
+/// incomplete answer, never a short page that looks whole). A chunk whose frames are all in
+/// the page cache is rendered where the connection asks for it; one that would fault on disk
+/// reads is rendered on the blocking pool, so no runtime thread waits on the disk. `counters`:
+/// pages cut off, chunks rendered off the runtime.
+fn guarded_body(
+    page: PageBody,
+    stall: Duration,
+    counters: (prometheus::IntCounter, prometheus::IntCounter),
+) -> Body {
     struct Shared {
-        /// `None` once the watchdog cut the page off (only it takes the page).
-        page: Mutex<Option<PageBody>>,
+        page: Mutex<PageState>,
         /// When the connection last asked for a chunk.
         asked: Mutex<tokio::time::Instant>,
     }
+    let (cut_offs, from_disk) = counters;
     let shared = Arc::new(Shared {
-        page: Mutex::new(Some(page)),
+        page: Mutex::new(PageState::Idle(page)),
         asked: Mutex::new(tokio::time::Instant::now()),
     });
     // Dropped with the stream (sent whole, or the connection gone): the watchdog then ends.
@@ -264,24 +283,46 @@ fn guarded_body(page: PageBody, stall: Duration, cut_offs: prometheus::IntCounte
                 () = tokio::time::sleep_until(due) => {}
             }
             if lock(&watched.asked).elapsed() >= stall {
-                if lock(&watched.page).take().is_some() {
+                let mut page = lock(&watched.page);
+                // A chunk being rendered is the server's time, not the client's stall.
+                if matches!(*page, PageState::Idle(_)) {
+                    *page = PageState::CutOff;
                     cut_offs.inc();
+                    return;
                 }
-                return;
+                if matches!(*page, PageState::CutOff) {
+                    return;
+                }
             }
         }
     });
-    let stream = futures_util::stream::unfold(Some((shared, done_tx)), |state| async move {
-        let (shared, done_tx) = state?;
-        *lock(&shared.asked) = tokio::time::Instant::now();
-        let chunk = match lock(&shared.page).as_mut() {
-            Some(page) => page.next_chunk(),
-            None => {
+    let stream = futures_util::stream::unfold(Some((shared, done_tx)), move |state| {
+        let from_disk = from_disk.clone();
+        async move {
+            let (shared, done_tx) = state?;
+            *lock(&shared.asked) = tokio::time::Instant::now();
+            let taken = std::mem::replace(&mut *lock(&shared.page), PageState::Rendering);
+            let PageState::Idle(mut page) = taken else {
+                *lock(&shared.page) = PageState::CutOff;
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
                 return Some((Err(e), None));
-            }
-        };
-        chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
+            };
+            let (chunk, page) = if page.next_chunk_resident() {
+                (page.next_chunk(), page)
+            } else {
+                from_disk.inc();
+                let rendered = tokio::task::spawn_blocking(move || (page.next_chunk(), page)).await;
+                match rendered {
+                    Ok(done) => done,
+                    Err(e) => {
+                        *lock(&shared.page) = PageState::CutOff;
+                        return Some((Err(std::io::Error::other(e)), None));
+                    }
+                }
+            };
+            *lock(&shared.page) = PageState::Idle(page);
+            chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
+        }
     });
     Body::from_stream(stream)
 }
@@ -299,6 +340,12 @@ struct PageBody {
 }
 
 impl PageBody {
+    /// Whether the frames the next chunk renders are all in memory (a cheap check: one
+    /// `mincore` per segment they lie in).
+    fn next_chunk_resident(&self) -> bool {
+        self.close.is_none() || self.picks.resident_from(self.done, BODY_CHUNK_BYTES).0
+    }
+
     /// The next chunk of at least `BODY_CHUNK_BYTES` (or the rest), `None` at the end.
     fn next_chunk(&mut self) -> Option<Bytes> {
         let close = self.close.as_ref()?;

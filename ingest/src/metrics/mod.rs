@@ -143,6 +143,8 @@ pub struct Metrics {
     pub tails_slow_disconnects: IntCounter,
     /// Timeline pages cut off because their client stopped reading.
     pub pages_slow_disconnects: IntCounter,
+    /// Timeline body chunks rendered on the blocking pool: their frames were not all in memory.
+    pub page_chunks_from_disk: IntCounter,
     /// Hubs (one merger feeding a log's live tails) running now.
     pub tail_hubs: IntGauge,
     /// Live tails that fell behind their hub's buffer and went back to reading on their own.
@@ -302,6 +304,10 @@ impl Metrics {
             "shardlog_page_slow_disconnects_total",
             "Timeline pages cut off because their client stopped reading",
         );
+        let page_chunks_from_disk = counter(
+            "shardlog_page_chunks_from_disk_total",
+            "Timeline body chunks rendered on the blocking pool because their frames were not all in memory",
+        );
         let tail_hubs = IntGauge::new(
             "shardlog_tail_hubs",
             "Mergers feeding live tails now (at most one per log)",
@@ -315,7 +321,7 @@ impl Metrics {
             "shardlog_stream_revision_conflicts_total",
             "Stream appends refused for a stale expected revision (zero until streams exist)",
         );
-        let collectors: [Box<dyn Collector>; 27] = [
+        let collectors: [Box<dyn Collector>; 28] = [
             Box::new(body_budget_used.clone()),
             Box::new(conn.open.clone()),
             Box::new(conn.refused.clone()),
@@ -340,6 +346,7 @@ impl Metrics {
             Box::new(tails_active.clone()),
             Box::new(tails_slow_disconnects.clone()),
             Box::new(pages_slow_disconnects.clone()),
+            Box::new(page_chunks_from_disk.clone()),
             Box::new(tail_hubs.clone()),
             Box::new(tail_catchups.clone()),
             Box::new(revision_conflicts.clone()),
@@ -365,6 +372,7 @@ impl Metrics {
             tails_active: tails_active.clone(),
             tails_slow_disconnects: tails_slow_disconnects.clone(),
             pages_slow_disconnects: pages_slow_disconnects.clone(),
+            page_chunks_from_disk: page_chunks_from_disk.clone(),
             tail_hubs: tail_hubs.clone(),
             tail_catchups: tail_catchups.clone(),
             revision_conflicts: revision_conflicts.clone(),

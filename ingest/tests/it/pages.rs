@@ -163,3 +163,59 @@ fn a_tail_whose_client_stops_reading_is_disconnected() {
     wait_metric(addr, "shardlog_tail_slow_disconnects_total", 1.0);
     wait_metric(addr, "shardlog_tails_active", 0.0);
 }
+
+/// A page whose frames are in the page cache is rendered where the connection asks for it;
+/// frames evicted while the page streams (to a slow client) are rendered on the blocking pool
+/// (`mincore` says so), and read the same. The eviction is the server's own: after a seal it
+/// drops the pages of the sealed segments beyond the newest two, mapped ones included.
+#[test]
+fn pages_whose_frames_are_on_disk_are_rendered_off_the_runtime() {
+    const FROM_DISK: &str = "shardlog_page_chunks_from_disk_total";
+    const PAD: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shardlog.toml");
+    std::fs::write(&config, "segment_bytes = 4194304\ndefault_shards = 1\n").unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = server.addr.as_str();
+    // 16 MB in 4 MiB segments: four of them, three sealed.
+    for _ in 0..8 {
+        write_padded(addr, "d", 100, PAD);
+    }
+    let path = "/v1/logs/d/timeline?limit=10000&consistency=strong";
+    let hot = dechunk_lines(&request_raw(addr, "GET", path, None, NDJSON, b"").unwrap().2);
+    assert_eq!(hot, 800);
+    assert_eq!(super::process::metric(addr, FROM_DISK), 0.0, "cached: rendered inline");
+
+    // A slow client takes the head and a little, then 16 MB more seal four more segments:
+    // the page's later frames are dropped from memory while it waits.
+    let mut slow = connect_small(addr);
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{NDJSON}\r\n");
+    slow.write_all(req.as_bytes()).unwrap();
+    let (head, after) = read_head(&mut slow);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let mut some = [0u8; 8192];
+    slow.read_exact(&mut some).unwrap();
+    for _ in 0..8 {
+        write_padded(addr, "d", 100, PAD);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut body = [&after[..], &some[..]].concat();
+    let mut buf = [0u8; 65536];
+    while !body.ends_with(b"\r\n0\r\n\r\n") {
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "the page ended without its last chunk");
+        body.extend_from_slice(&buf[..n]);
+    }
+    let lines = dechunk_lines(&String::from_utf8_lossy(&body));
+    assert_eq!(lines, 800, "the whole page, rendered from disk where it had to be: {head}");
+    let chunks = super::process::metric(addr, FROM_DISK);
+    assert!(chunks >= 1.0, "evicted frames were rendered on the blocking pool: {chunks}");
+}
+
+const NDJSON: &str = "accept: application/x-ndjson\r\nconnection: close\r\n";
+
+/// Commits (lines with a whole pad) in a chunked NDJSON body, or in a dechunked one.
+fn dechunk_lines(body: &str) -> usize {
+    body.matches(&format!("\"pad\":\"{}\"", "z".repeat(20_000))).count()
+}
