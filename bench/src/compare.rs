@@ -31,6 +31,28 @@ struct Workload {
     commit_bytes: usize,
     batch: usize,
     durability: &'static str,
+    /// Client connections, when not `Options::connections`: the many-producers rows, where
+    /// nginx's `return 200` (the HTTP ceiling) and `redis-benchmark` run beside the clients.
+    clients: Option<usize>,
+}
+
+/// One commit per request from many clients, both durabilities.
+fn many_producers() -> impl Iterator<Item = Workload> {
+    [64, 256].into_iter().flat_map(|n| {
+        ["async", "sync"].into_iter().map(move |durability| Workload {
+            name: format!("1 commit per request, {durability}, {n} clients"),
+            commit_bytes: 100,
+            batch: 1,
+            durability,
+            clients: Some(n),
+        })
+    })
+}
+
+/// Requests `redis-benchmark` sends in a run meant to last about `seconds` (it takes a count,
+/// not a duration; 30 k/s is about its rate here).
+fn redis_benchmark_requests(seconds: f64) -> u64 {
+    ((seconds * 30_000.0) as u64).max(10_000)
 }
 
 async fn open<C: Conn, F: std::future::Future<Output = anyhow::Result<C>>>(
@@ -69,35 +91,43 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
         have("nats-server")?,
         have("pg_ctlcluster")? || Path::new("/usr/lib/postgresql").exists(),
     );
-    let workloads = [
+    let fixed = [
         Workload {
             name: "100 B × 1000, async".into(),
             commit_bytes: 100,
             batch: 1000,
             durability: "async",
+            clients: None,
         },
         Workload {
             name: "100 B × 1000, sync".into(),
             commit_bytes: 100,
             batch: 1000,
             durability: "sync",
+            clients: None,
         },
         Workload {
             name: "4 KiB × 100, async".into(),
             commit_bytes: 4096,
             batch: 100,
             durability: "async",
+            clients: None,
         },
         Workload {
             name: "1 commit per request, sync".into(),
             commit_bytes: 100,
             batch: 1,
             durability: "sync",
+            clients: None,
         },
     ];
+    let workloads: Vec<Workload> = fixed.into_iter().chain(many_producers()).collect();
+    let have_nginx = have("nginx")?;
     let mut reports = Vec::new();
     let server = shardlog::start(scratch.path(), peers::free_port()).await?;
     for (n, w) in workloads.iter().enumerate() {
+        let c = w.clients.unwrap_or(c);
+        let many = w.clients.is_some();
         let spec = WriteSpec {
             addr: server.addr.clone(),
             log_prefix: format!("w{n}-"),
@@ -120,8 +150,25 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
             let conns = open(c, |_| redis::Xadd::new(p.port, w.batch, w.commit_bytes)).await?;
             let sys = format!("Redis XADD ({fsync})");
             done(&mut reports, run::run(&sys, &w.name, conns, w.commit_bytes, &pace).await);
+            if many {
+                let (port, bytes, name) = (p.port, w.commit_bytes, w.name.clone());
+                let sys = format!("Redis XADD ({fsync}), redis-benchmark");
+                let requests = redis_benchmark_requests(opts.seconds);
+                let r = tokio::task::spawn_blocking(move || {
+                    redis::benchmark(port, c, requests, bytes, &name, &sys)
+                })
+                .await??;
+                done(&mut reports, r);
+            }
         }
-        if have_nats && w.durability == "async" {
+        if have_nginx && many && w.durability == "async" {
+            let p = peers::nginx::start(scratch.path()).await?;
+            let spec = WriteSpec { addr: format!("127.0.0.1:{}", p.port), ..spec.clone() };
+            let conns = open(c, |i| shardlog::Writer::new(&spec, i)).await?;
+            let sys = "nginx return 200 (HTTP ceiling)";
+            done(&mut reports, run::run(sys, &w.name, conns, w.commit_bytes, &pace).await);
+        }
+        if have_nats && w.durability == "async" && !many {
             let p = nats::start(scratch.path()).await?;
             nats::create_stream(p.port).await?;
             let conns = open(c, |_| nats::Publish::new(p.port, w.batch, w.commit_bytes)).await?;
@@ -130,7 +177,7 @@ pub async fn compare(opts: &Options) -> anyhow::Result<Vec<Report>> {
                 run::run("NATS JetStream", &w.name, conns, w.commit_bytes, &pace).await,
             );
         }
-        if have_pg {
+        if have_pg && !many {
             // A cluster per workload, stopped after it: a running one keeps checkpointing and
             // writing back what it loaded, which would tax the next system's disk.
             let cl = postgres::start(scratch.path()).await?;

@@ -1,12 +1,14 @@
 //! The peers shardlog is compared with, each started by us on a loopback port with a temporary
 //! data directory, and driven through its own Rust client crate: Redis Streams (`redis`), NATS
-//! JetStream (`async-nats`), PostgreSQL (`tokio-postgres`). Install them with
+//! JetStream (`async-nats`), PostgreSQL (`tokio-postgres`); beside them Redis's own
+//! `redis-benchmark`, and nginx answering `return 200` as the HTTP ceiling. Install them with
 //! `bench/install-peers.sh` (Debian packages).
 //!
 //! What it is not: a tuning guide. Each peer runs with its defaults except the durability
 //! setting the workload asks for.
 
 pub mod nats;
+pub mod nginx;
 pub mod postgres;
 pub mod redis;
 
