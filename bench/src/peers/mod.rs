@@ -30,6 +30,21 @@ impl Drop for Process {
     }
 }
 
+/// Starts `cmd` (its output dropped) as the peer that will listen on `port`, owning its data
+/// directory `dir`, and waits until it accepts connections.
+pub async fn spawn(
+    mut cmd: std::process::Command,
+    port: u16,
+    dir: tempfile::TempDir,
+    what: &str,
+) -> anyhow::Result<Process> {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let p = Process { child, port, _dir: dir };
+    wait_port(port, what).await?;
+    Ok(p)
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

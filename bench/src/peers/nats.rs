@@ -3,24 +3,18 @@
 //! flushes to disk in the background (like `async`); it has no per-publish fsync to compare
 //! with `sync`.
 
-use super::{Process, free_port, wait_port};
+use super::{Process, free_port, spawn};
 use crate::run::Conn;
 use bytes::Bytes;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Starts `nats-server` with JetStream storing under a temporary directory.
 pub async fn start(parent: &std::path::Path) -> anyhow::Result<Process> {
     let dir = tempfile::tempdir_in(parent)?;
     let port = free_port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let p = Process { child, port, _dir: dir };
-    wait_port(port, "nats-server").await?;
-    Ok(p)
+    let mut cmd = Command::new("nats-server");
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(dir.path());
+    spawn(cmd, port, dir, "nats-server").await
 }
 
 /// Creates the `BENCH` stream (subject `bench`, file storage).

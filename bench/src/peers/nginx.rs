@@ -4,8 +4,8 @@
 //!
 //! What it is not: a peer that stores anything; its row says how fast HTTP alone goes here.
 
-use super::{Process, free_port, wait_port};
-use std::process::{Command, Stdio};
+use super::{Process, free_port, spawn};
+use std::process::Command;
 
 /// Starts nginx (one worker) on a free loopback port with a configuration of its own.
 pub async fn start(parent: &std::path::Path) -> anyhow::Result<Process> {
@@ -23,15 +23,7 @@ pub async fn start(parent: &std::path::Path) -> anyhow::Result<Process> {
     );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, conf)?;
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let p = Process { child, port, _dir: dir };
-    wait_port(port, "nginx").await?;
-    Ok(p)
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c").arg(&path).arg("-p").arg(dir.path());
+    spawn(cmd, port, dir, "nginx").await
 }

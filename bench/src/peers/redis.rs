@@ -1,7 +1,7 @@
 //! Redis Streams: `XADD stream * p <payload>`, a batch as one pipeline; AOF with
 //! `appendfsync everysec` (async) or `always` (sync).
 
-use super::{Process, free_port, wait_port};
+use super::{Process, free_port, spawn};
 use crate::run::{Conn, Latency, Report};
 use std::process::{Command, Stdio};
 
@@ -9,16 +9,16 @@ use std::process::{Command, Stdio};
 pub async fn start(parent: &std::path::Path, appendfsync: &str) -> anyhow::Result<Process> {
     let dir = tempfile::tempdir_in(parent)?;
     let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-        .arg(dir.path())
-        .args(["--appendonly", "yes", "--appendfsync", appendfsync, "--save", ""])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let p = Process { child, port, _dir: dir };
-    wait_port(port, "redis-server").await?;
-    Ok(p)
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"]).arg(dir.path()).args([
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        appendfsync,
+        "--save",
+        "",
+    ]);
+    spawn(cmd, port, dir, "redis-server").await
 }
 
 /// One client connection sending batches of XADD.
