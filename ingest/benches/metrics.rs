@@ -43,7 +43,7 @@ fn per_request(c: &mut Criterion) {
         key_bytes_max: 1024,
         retry_after_s: 1,
     };
-    let budget = ingest::budget::Budget::new(1 << 30);
+    let budget = ingest::budget::Budget::new(1 << 30, 64 << 20);
     g.bench_function("parse_1000_commit_ndjson_body", |b| {
         b.iter(|| {
             ingest::body::parse(

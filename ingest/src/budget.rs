@@ -27,8 +27,8 @@ pub struct Budget {
     drain_kib: usize,
 }
 
-/// One part in this many of the budget is kept for drains of refused bodies (at least one
-/// read buffer's worth).
+/// One part in this many of the budget is kept for drains of refused bodies, in whole read
+/// buffers, as long as the rest still holds one body of `body_bytes_max`.
 pub const DRAIN_SHARE_DIVISOR: usize = 8;
 
 /// What one drain holds: a connection's read buffer (`conn::READ_BUF_BYTES_MAX`).
@@ -46,30 +46,29 @@ pub struct DrainSlot {
 pub struct Spent;
 
 impl Budget {
-    /// A budget of `bytes` (whole KiB).
-    pub fn new(bytes: usize) -> Budget {
-        let total_kib = (bytes / 1024).clamp(2, Semaphore::MAX_PERMITS);
-        let drain_kib = (total_kib / DRAIN_SHARE_DIVISOR / DRAIN_SLOT_KIB * DRAIN_SLOT_KIB)
-            .max(DRAIN_SLOT_KIB)
-            .min(total_kib / 2);
+    /// A budget of `bytes` (whole KiB) whose bodies' part holds at least one body of
+    /// `body_bytes_max`. When that leaves no whole read buffer for drains, they have no share
+    /// of their own and take their slots from the bodies' part.
+    pub fn new(bytes: usize, body_bytes_max: usize) -> Budget {
+        let total_kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let spare_kib = total_kib.saturating_sub(body_bytes_max.div_ceil(1024));
+        let drain_kib =
+            (total_kib / DRAIN_SHARE_DIVISOR).min(spare_kib) / DRAIN_SLOT_KIB * DRAIN_SLOT_KIB;
         let kib = total_kib - drain_kib;
-        Budget {
-            sem: Arc::new(Semaphore::new(kib)),
-            kib,
-            drains: Arc::new(Semaphore::new(drain_kib)),
-            drain_kib,
-        }
+        let sem = Arc::new(Semaphore::new(kib));
+        let drains =
+            if drain_kib > 0 { Arc::new(Semaphore::new(drain_kib)) } else { Arc::clone(&sem) };
+        Budget { sem, kib, drains, drain_kib }
     }
 
-    /// A slot for one drain, once one is free. Under a budget too small for a whole read
-    /// buffer, a drain takes all of the drains' share.
+    /// A slot for one drain, once one is free.
     pub async fn drain_slot(&self) -> DrainSlot {
-        let want = DRAIN_SLOT_KIB.min(self.drain_kib) as u32;
+        let want = DRAIN_SLOT_KIB.min(self.kib + self.drain_kib) as u32;
         let permit = Arc::clone(&self.drains).acquire_many_owned(want).await;
-        DrainSlot { _permit: permit.expect("the drains' semaphore is never closed") }
+        DrainSlot { _permit: permit.expect("the budget's semaphores are never closed") }
     }
 
-    /// Bytes kept for drains, out of the whole budget.
+    /// Bytes kept for drains, out of the whole budget (0: they share the bodies' part).
     pub fn drain_bytes(&self) -> usize {
         self.drain_kib * 1024
     }
@@ -86,8 +85,12 @@ impl Budget {
 
     /// Bytes charged now, over all requests and drains.
     pub fn used_bytes(&self) -> usize {
-        (self.kib - self.sem.available_permits() + self.drain_kib - self.drains.available_permits())
-            * 1024
+        let drains = if self.drain_kib > 0 {
+            self.drain_kib - self.drains.available_permits()
+        } else {
+            0 // counted in the bodies' part
+        };
+        (self.kib - self.sem.available_permits() + drains) * 1024
     }
 }
 
@@ -133,9 +136,9 @@ mod tests {
 
     #[test]
     fn charges_add_up_to_the_budget_and_are_released_on_drop() {
-        // 10 KiB for bodies; the drains' share of so small a budget is the smallest: half.
-        let b = Budget::new(20 * 1024);
-        assert_eq!(b.drain_bytes(), 10 * 1024);
+        // So small a budget keeps no read buffer for drains: all of it is the bodies'.
+        let b = Budget::new(10 * 1024, 1024);
+        assert_eq!(b.drain_bytes(), 0);
         let mut one = b.charge();
         one.cover(4 * 1024).unwrap();
         one.cover(1024).unwrap();
@@ -153,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn drains_take_slots_of_their_share_and_wait_when_it_is_taken() {
-        let b = Budget::new(64 << 20);
+        let b = Budget::new(64 << 20, 8 << 20);
         assert_eq!(b.drain_bytes(), 8 << 20, "an eighth of the budget");
         let mut body = b.charge();
         body.cover((56 << 20) - 1).unwrap();
@@ -169,5 +172,23 @@ mod tests {
         held.pop();
         let next = tokio::time::timeout(std::time::Duration::from_secs(5), b.drain_slot());
         assert!(next.await.is_ok(), "a freed slot goes to the next drain");
+    }
+
+    #[tokio::test]
+    async fn a_budget_of_one_body_keeps_it_whole_and_drains_share_it() {
+        // inflight_body_bytes_max = body_bytes_max (allowed): one whole body always fits.
+        let b = Budget::new(1 << 20, 1 << 20);
+        assert_eq!(b.drain_bytes(), 0);
+        let mut body = b.charge();
+        body.cover(1 << 20).unwrap();
+        drop(body);
+        let slot = b.drain_slot().await;
+        assert_eq!(b.used_bytes(), crate::conn::READ_BUF_BYTES_MAX, "a drain from the bodies'");
+        assert_eq!(b.charge().cover(1 << 20), Err(Spent), "and a body waits for it");
+        drop(slot);
+        assert_eq!(b.used_bytes(), 0);
+        // A little more than one body: the drains get what is left, in whole read buffers.
+        let b = Budget::new((1 << 20) + (256 << 10), 1 << 20);
+        assert_eq!(b.drain_bytes(), 128 << 10, "an eighth, rounded down to read buffers");
     }
 }

@@ -40,7 +40,8 @@ pub fn state(config: Config) -> anyhow::Result<Arc<AppState>> {
     )?);
     let registry =
         Registry::new(&config.data_dir, opts, Arc::clone(&metrics), Arc::clone(&idempotency))?;
-    let body_budget = crate::budget::Budget::new(config.inflight_body_bytes_max);
+    let body_budget =
+        crate::budget::Budget::new(config.inflight_body_bytes_max, config.body_bytes_max);
     let config_dir = config.data_dir.clone();
     Ok(Arc::new(AppState {
         config,

@@ -12,7 +12,7 @@ const LIMITS: Limits = Limits {
 
 /// A charge on a budget far larger than any test body.
 fn charge() -> Charge {
-    crate::budget::Budget::new(1 << 30).charge()
+    crate::budget::Budget::new(1 << 30, 64 << 20).charge()
 }
 
 fn parse_str(ct: &str, body: &str) -> Result<Batch, ApiError> {
@@ -216,14 +216,14 @@ fn gzip_and_zstd_bodies_are_decoded_under_the_limit() {
 fn parsing_and_decoding_charge_the_budget_and_stop_when_it_is_spent() {
     use std::io::Write;
     let body = "x\n".repeat(1000);
-    let budget = crate::budget::Budget::new(1 << 20);
+    let budget = crate::budget::Budget::new(1 << 20, 1 << 20);
     let mut c = budget.charge();
     let many = Limits { batch_commits_max: 100_000, ..LIMITS };
     let b = parse(Bytes::from(body.clone()), Some(NDJSON), many, false, &mut c).unwrap();
     assert_eq!(b.commits.len(), 1000);
     assert!(c.bytes() >= 1000 * COMMIT_INDEX_BYTES, "the index is charged: {}", c.bytes());
     drop(c);
-    let small = crate::budget::Budget::new(16 * 1024);
+    let small = crate::budget::Budget::new(16 * 1024, 16 * 1024);
     let e = parse(Bytes::from(body), Some(NDJSON), many, false, &mut small.charge());
     assert!(matches!(e, Err(ApiError::Overloaded { .. })), "{e:?}");
     // A zstd bomb: 8 MiB of zeros in a few hundred bytes stops at the budget, not the limit.
