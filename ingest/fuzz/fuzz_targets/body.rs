@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = limits(*lim);
     let raw = if compress_here { compress(enc, rest) } else { rest.to_vec() };
 
-    let budget = Budget::new(if big_budget { 64 << 20 } else { 2048 });
+    let budget = Budget::new(if big_budget { 64 << 20 } else { 2048 }, limits.body_bytes_max);
     let mut charge = budget.charge();
     // As the server does: the received body is charged before it is decoded.
     if charge.cover(raw.len()).is_err() {
