@@ -247,12 +247,12 @@ impl Picks {
 
     /// Whether the frames of the commits kept from the `first`-th on, up to `bytes` of them
     /// (at least one commit), are all in memory, so rendering them faults on no disk read.
-    /// Also answers how many commits that is. One `mincore` call per segment they lie in.
-    pub fn resident_from(&self, first: usize, bytes: usize) -> (bool, usize) {
+    /// One `mincore` call per segment they lie in.
+    pub fn resident_from(&self, first: usize, bytes: usize) -> bool {
         let mut spans: Vec<(u32, usize, usize)> = Vec::new();
-        let (mut taken, mut count) = (0usize, 0usize);
+        let mut taken = 0usize;
         for p in &self.picks[first.min(self.picks.len())..] {
-            if count > 0 && taken >= bytes {
+            if !spans.is_empty() && taken >= bytes {
                 break;
             }
             let (lo, hi) = (p.at, p.at + p.layout.padded);
@@ -261,12 +261,8 @@ impl Picks {
                 None => spans.push((p.segment, lo, hi)),
             }
             taken += p.layout.padded;
-            count += 1;
         }
-        let resident = spans
-            .iter()
-            .all(|&(segment, lo, hi)| self.segments[segment as usize].map.resident(lo, hi));
-        (resident, count)
+        spans.iter().all(|&(segment, lo, hi)| self.segments[segment as usize].map.resident(lo, hi))
     }
 
     /// The commits kept from the `first`-th on.

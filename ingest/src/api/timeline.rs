@@ -266,11 +266,14 @@ fn guarded_body(
         page: Mutex<PageState>,
         /// When the connection last asked for a chunk.
         asked: Mutex<tokio::time::Instant>,
+        /// Chunks rendered on the blocking pool.
+        from_disk: prometheus::IntCounter,
     }
     let (cut_offs, from_disk) = counters;
     let shared = Arc::new(Shared {
         page: Mutex::new(PageState::Idle(page)),
         asked: Mutex::new(tokio::time::Instant::now()),
+        from_disk,
     });
     // Dropped with the stream (sent whole, or the connection gone): the watchdog then ends.
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -296,33 +299,29 @@ fn guarded_body(
             }
         }
     });
-    let stream = futures_util::stream::unfold(Some((shared, done_tx)), move |state| {
-        let from_disk = from_disk.clone();
-        async move {
-            let (shared, done_tx) = state?;
-            *lock(&shared.asked) = tokio::time::Instant::now();
-            let taken = std::mem::replace(&mut *lock(&shared.page), PageState::Rendering);
-            let PageState::Idle(mut page) = taken else {
-                *lock(&shared.page) = PageState::CutOff;
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
-                return Some((Err(e), None));
-            };
-            let (chunk, page) = if page.next_chunk_resident() {
-                (page.next_chunk(), page)
-            } else {
-                from_disk.inc();
-                let rendered = tokio::task::spawn_blocking(move || (page.next_chunk(), page)).await;
-                match rendered {
-                    Ok(done) => done,
-                    Err(e) => {
-                        *lock(&shared.page) = PageState::CutOff;
-                        return Some((Err(std::io::Error::other(e)), None));
-                    }
+    let stream = futures_util::stream::unfold(Some((shared, done_tx)), |state| async move {
+        let (shared, done_tx) = state?;
+        *lock(&shared.asked) = tokio::time::Instant::now();
+        let taken = std::mem::replace(&mut *lock(&shared.page), PageState::Rendering);
+        let PageState::Idle(mut page) = taken else {
+            *lock(&shared.page) = PageState::CutOff;
+            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled");
+            return Some((Err(e), None));
+        };
+        let (chunk, page) = if page.next_chunk_resident() {
+            (page.next_chunk(), page)
+        } else {
+            shared.from_disk.inc();
+            match tokio::task::spawn_blocking(move || (page.next_chunk(), page)).await {
+                Ok(done) => done,
+                Err(e) => {
+                    *lock(&shared.page) = PageState::CutOff;
+                    return Some((Err(std::io::Error::other(e)), None));
                 }
-            };
-            *lock(&shared.page) = PageState::Idle(page);
-            chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
-        }
+            }
+        };
+        *lock(&shared.page) = PageState::Idle(page);
+        chunk.map(|chunk| (Ok(chunk), Some((shared, done_tx))))
     });
     Body::from_stream(stream)
 }
@@ -343,7 +342,7 @@ impl PageBody {
     /// Whether the frames the next chunk renders are all in memory (a cheap check: one
     /// `mincore` per segment they lie in).
     fn next_chunk_resident(&self) -> bool {
-        self.close.is_none() || self.picks.resident_from(self.done, BODY_CHUNK_BYTES).0
+        self.close.is_none() || self.picks.resident_from(self.done, BODY_CHUNK_BYTES)
     }
 
     /// The next chunk of at least `BODY_CHUNK_BYTES` (or the rest), `None` at the end.

@@ -171,7 +171,6 @@ fn a_tail_whose_client_stops_reading_is_disconnected() {
 #[test]
 fn pages_whose_frames_are_on_disk_are_rendered_off_the_runtime() {
     const FROM_DISK: &str = "shardlog_page_chunks_from_disk_total";
-    const PAD: usize = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("shardlog.toml");
     std::fs::write(&config, "segment_bytes = 4194304\ndefault_shards = 1\n").unwrap();
@@ -179,7 +178,7 @@ fn pages_whose_frames_are_on_disk_are_rendered_off_the_runtime() {
     let addr = server.addr.as_str();
     // 16 MB in 4 MiB segments: four of them, three sealed.
     for _ in 0..8 {
-        write_padded(addr, "d", 100, PAD);
+        write_padded(addr, "d", 100, LARGE_PAD);
     }
     let path = "/v1/logs/d/timeline?limit=10000&consistency=strong";
     let hot = dechunk_lines(&request_raw(addr, "GET", path, None, NDJSON, b"").unwrap().2);
@@ -197,7 +196,7 @@ fn pages_whose_frames_are_on_disk_are_rendered_off_the_runtime() {
     let mut some = [0u8; 8192];
     slow.read_exact(&mut some).unwrap();
     for _ in 0..8 {
-        write_padded(addr, "d", 100, PAD);
+        write_padded(addr, "d", 100, LARGE_PAD);
     }
     std::thread::sleep(Duration::from_millis(500));
     let mut body = [&after[..], &some[..]].concat();
@@ -215,7 +214,11 @@ fn pages_whose_frames_are_on_disk_are_rendered_off_the_runtime() {
 
 const NDJSON: &str = "accept: application/x-ndjson\r\nconnection: close\r\n";
 
-/// Commits (lines with a whole pad) in a chunked NDJSON body, or in a dechunked one.
+/// The pad of the commits the on-disk page test writes: larger than a page of memory.
+const LARGE_PAD: usize = 20_000;
+
+/// Commits (lines with a whole pad of `LARGE_PAD`) in an NDJSON body, chunked or not: a
+/// chunk ends after a whole commit, so chunk framing never splits one.
 fn dechunk_lines(body: &str) -> usize {
-    body.matches(&format!("\"pad\":\"{}\"", "z".repeat(20_000))).count()
+    body.matches(&format!("\"pad\":\"{}\"", "z".repeat(LARGE_PAD))).count()
 }
