@@ -1,6 +1,6 @@
 //! Request bodies of the ingest endpoints: decompression (`gzip`, `zstd`) under a size limit,
 //! then the three formats — NDJSON (each non-empty line a payload, byte for byte), JSON
-//! `{"commits": [{"key", "payload", "inverse"}]}` (payloads kept as their JSON text) and
+//! `{"commits": [{"key", "payload", "inverse", "expected_revision"}]}` (payloads kept as their JSON text) and
 //! length-framed binary (`u32` LE length, bytes).
 //!
 //! Parsing never copies payloads: a [`Batch`] holds the body and byte ranges into it. Each bad
@@ -8,6 +8,7 @@
 
 use crate::budget::{Charge, Spent};
 use crate::error::ApiError;
+use crate::streams::Expect;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -55,6 +56,9 @@ pub struct Commit {
     pub payload: Range<usize>,
     /// The inverse payload's bytes (empty range: none).
     pub inverse: Range<usize>,
+    /// What its stream's revision must be before it (JSON `expected_revision`, or the
+    /// streams endpoint's `If-Match` on its first commit).
+    pub expect: Expect,
 }
 
 /// Where a commit's key is.
@@ -95,6 +99,8 @@ pub struct Batch {
     pub commits: Vec<Commit>,
     /// Commits refused (only with `partial`): (index, reason).
     pub rejected: Vec<(usize, String)>,
+    /// The key of every commit, when the request names one stream (the streams endpoint).
+    pub stream: Option<Box<[u8]>>,
 }
 
 impl Batch {
@@ -108,6 +114,9 @@ impl Batch {
     }
     /// A commit's key, if it has one.
     pub fn key<'a>(&'a self, c: &'a Commit) -> Option<&'a [u8]> {
+        if let Some(k) = &self.stream {
+            return Some(k);
+        }
         match &c.key {
             CommitKey::None => None,
             CommitKey::InBody(r) => Some(&self.body[r.clone()]),
@@ -298,9 +307,12 @@ fn parse_ndjson(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
         let end = if next > start && body[next - 1] == b'\r' { next - 1 } else { next };
         if end > start {
             match check_payload(end - start, limits) {
-                Ok(()) => {
-                    out.push(Commit { key: CommitKey::None, payload: start..end, inverse: 0..0 })?
-                }
+                Ok(()) => out.push(Commit {
+                    key: CommitKey::None,
+                    payload: start..end,
+                    inverse: 0..0,
+                    expect: Expect::Any,
+                })?,
                 Err(reason) => out.reject(partial, index, reason)?,
             }
             index += 1;
@@ -336,6 +348,7 @@ fn parse_frames(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
                 key: CommitKey::None,
                 payload: start..start + len,
                 inverse: 0..0,
+                expect: Expect::Any,
             })?,
             Err(reason) => out.reject(partial, index, reason)?,
         }
@@ -442,19 +455,28 @@ struct PlainCommit<'a> {
     payload: &'a RawValue,
 }
 
-/// A commit's key, payload and inverse (raw JSON).
-type CommitFields<'a> = (Option<std::borrow::Cow<'a, str>>, &'a RawValue, Option<&'a RawValue>);
+/// A commit's key, payload, inverse (raw JSON) and expected revision.
+type CommitFields<'a> =
+    (Option<std::borrow::Cow<'a, str>>, &'a RawValue, Option<&'a RawValue>, Expect);
 
-/// A commit's key, payload and inverse (raw JSON), or why the object is not a commit.
+/// The fields a JSON commit may have.
+const COMMIT_FIELDS: [&str; 4] = ["key", "payload", "inverse", "expected_revision"];
+
+/// A commit's key, payload, inverse (raw JSON) and expected revision, or why the object is
+/// not a commit.
 fn commit_fields(raw: &RawValue) -> Result<CommitFields<'_>, String> {
     if let Ok(c) = serde_json::from_str::<PlainCommit<'_>>(raw.get()) {
-        return Ok((c.key.map(std::borrow::Cow::Borrowed), c.payload, None));
+        return Ok((c.key.map(std::borrow::Cow::Borrowed), c.payload, None, Expect::Any));
     }
     let c: JsonCommit<'_> =
         serde_json::from_str(raw.get()).map_err(|e| format!("not a commit object: {e}"))?;
-    if let Some(unknown) = c.keys().find(|k| !matches!(k.as_ref(), "key" | "payload" | "inverse")) {
-        return Err(format!("unknown field {unknown:?} (key, payload, inverse)"));
+    if let Some(unknown) = c.keys().find(|k| !COMMIT_FIELDS.contains(&k.as_ref())) {
+        return Err(format!("unknown field {unknown:?} ({})", COMMIT_FIELDS.join(", ")));
     }
+    let expect = match c.get("expected_revision") {
+        None => Expect::Any,
+        Some(raw) => Expect::from_json(raw.get())?,
+    };
     let Some(&payload) = c.get("payload") else {
         return Err("missing \"payload\"".into());
     };
@@ -463,7 +485,10 @@ fn commit_fields(raw: &RawValue) -> Result<CommitFields<'_>, String> {
         Some(Ok(Some(k))) => Some(std::borrow::Cow::Owned(k)),
         Some(Err(_)) => return Err("\"key\" must be a string".into()),
     };
-    Ok((key, payload, c.get("inverse").copied()))
+    if expect != Expect::Any && key.is_none() {
+        return Err("\"expected_revision\" needs a \"key\"".into());
+    }
+    Ok((key, payload, c.get("inverse").copied(), expect))
 }
 
 fn parse_json(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
@@ -476,7 +501,7 @@ fn parse_json(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
     };
     let range_of = |raw: &RawValue| range_of_str(raw.get());
     let mut each = |index: usize, raw: &RawValue| -> Result<(), ApiError> {
-        let (key, payload, inverse) = match commit_fields(raw) {
+        let (key, payload, inverse, expect) = match commit_fields(raw) {
             Ok(fields) => fields,
             Err(reason) => return out.reject(partial, index, reason),
         };
@@ -496,7 +521,7 @@ fn parse_json(out: &mut Parsed<'_>, partial: bool) -> Result<(), ApiError> {
             return out.reject(partial, index, reason);
         }
         let inverse = inverse.map_or(0..0, range_of);
-        out.push(Commit { key, payload, inverse })
+        out.push(Commit { key, payload, inverse, expect })
     };
     let mut failed = None;
     let mut de = serde_json::Deserializer::from_slice(&body);

@@ -137,9 +137,48 @@ pub enum ApiError {
         /// Which file could not be preallocated.
         detail: String,
     },
+    /// Expected revisions did not match; nothing was written.
+    #[error("{}", mismatch_message(.conflicts))]
+    RevisionMismatch {
+        /// Every failed expectation of the request, by commit index.
+        conflicts: Vec<crate::streams::Conflict>,
+        /// The stream's last revision (`Some(None)`: no such stream), for the streams
+        /// endpoint, which names one stream.
+        actual: Option<Option<u64>>,
+    },
+    /// A stream a transactional part would number is still held by another transaction that
+    /// is not decided yet; retry.
+    #[error("stream {key:?} is being written by another transaction; retry")]
+    StreamBusy {
+        /// The stream's key.
+        key: String,
+        /// Seconds.
+        retry_after_s: u64,
+    },
+    /// No such stream.
+    #[error("stream {key:?} of log {log:?} has no commit")]
+    StreamNotFound {
+        /// The log.
+        log: String,
+        /// The key.
+        key: String,
+    },
     /// A server-side failure (logged; the client gets a generic message).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn mismatch_message(conflicts: &[crate::streams::Conflict]) -> String {
+    match conflicts {
+        [c] => format!(
+            "commit {} expected stream {:?} at {}, it is at {}",
+            c.index,
+            c.key,
+            c.expected.to_json(),
+            c.actual.map_or("no revision (no stream)".to_owned(), |a| a.to_string())
+        ),
+        cs => format!("{} commits expected revisions their streams are not at", cs.len()),
+    }
 }
 
 impl ApiError {
@@ -174,6 +213,11 @@ impl ApiError {
             ApiError::MisdirectedHost { .. } => {
                 (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
             }
+            ApiError::RevisionMismatch { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "revision_mismatch")
+            }
+            ApiError::StreamBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stream_busy"),
+            ApiError::StreamNotFound { .. } => (StatusCode::NOT_FOUND, "stream_not_found"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -208,10 +252,18 @@ impl IntoResponse for ApiError {
         if let ApiError::CursorExpired { retained_from, .. } = &self {
             body["error"]["gone"] = serde_json::json!({ "before": retained_from });
         }
+        if let ApiError::RevisionMismatch { conflicts, actual } = &self {
+            let list: Vec<_> = conflicts.iter().map(|c| c.to_json()).collect();
+            body["error"]["conflicts"] = serde_json::Value::Array(list);
+            if let Some(a) = actual {
+                body["error"]["actual"] = serde_json::json!(a);
+            }
+        }
         let mut resp = (status, axum::Json(body)).into_response();
         let retry = match self {
             ApiError::Overloaded { retry_after_s } => Some(retry_after_s),
             ApiError::Unavailable { retry_after_s, .. } => Some(retry_after_s),
+            ApiError::StreamBusy { retry_after_s, .. } => Some(retry_after_s),
             _ => None,
         };
         if let Some(s) = retry {

@@ -16,6 +16,7 @@ pub mod json;
 pub mod logs;
 pub mod metrics;
 pub mod server;
+pub mod streams;
 pub mod writers;
 
 /// Locks `m` through poisoning: what the service's mutexes guard stays whole if a holder

@@ -7,15 +7,21 @@
 //! up to `writer_burst_max` jobs, appends each, then syncs each shard that a `sync` job touched
 //! once for the whole burst (group commit), and only then answers.
 //!
+//! Writers number streams (`crate::streams`): a job whose stream is held by a transaction not
+//! yet decided waits in its writer (parked, at most a queue's depth of jobs) until the
+//! decision, so that an abort never leaves a gap; a transactional job never waits (it would
+//! risk a cycle with another transaction) but fails with `stream_busy`.
+//!
 //! What it is not: a parser or a router; jobs arrive ready to append.
 
 use crate::body::Batch;
 use crate::error::ApiError;
 use idgen::IdRange;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use storage::{NewRecord, ShardWriter};
+use storage::ShardWriter;
 use tokio::sync::{mpsc, oneshot};
+
+mod run;
 
 /// Work for a writer.
 #[derive(Debug)]
@@ -29,7 +35,7 @@ pub enum Job {
         /// Shard.
         shard: u32,
         /// Its writer.
-        writer: ShardWriter,
+        writer: Box<ShardWriter>,
     },
     /// Sync and drop every shard of a log (it is being deleted).
     Release {
@@ -41,6 +47,20 @@ pub enum Job {
     /// Advance the high-water mark of every shard this writer owns to the clock: an idle
     /// shard must not hold back the merged timeline's watermark.
     Nudge,
+    /// Answers a stream's next revision (0: it has none), leaving out what undecided
+    /// transactions numbered.
+    Revision {
+        /// Log id.
+        log: u64,
+        /// The stream's shard.
+        shard: u32,
+        /// Its key's hash (`storage::key_hash`).
+        hash: u128,
+        /// The answer (`None`: the shard has no writer here).
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    /// A transaction was decided: run the jobs held back for it.
+    Recheck,
     /// Finish the queued work, sync every shard and stop.
     Stop,
 }
@@ -59,10 +79,20 @@ pub struct Append {
     pub sync: bool,
     /// The transaction these parts belong to.
     pub txn: Option<u64>,
-    /// Per part, in order, the IDs assigned or why not.
-    pub reply: oneshot::Sender<Vec<Result<IdRange, ApiError>>>,
+    /// Per part, in order, what it got or why not.
+    pub reply: oneshot::Sender<Vec<Result<Appended, ApiError>>>,
     /// When it was queued (the writer measures how long it waited).
     pub queued_at: std::time::Instant,
+}
+
+/// What one part of an [`Append`] got.
+#[derive(Debug)]
+pub struct Appended {
+    /// Its IDs.
+    pub ids: IdRange,
+    /// Per commit, its stream revision (`NO_REVISION` for an unkeyed commit); empty when no
+    /// commit of the part has a key.
+    pub revisions: Vec<u64>,
 }
 
 /// The writer threads and their queues.
@@ -79,6 +109,8 @@ pub struct Writers {
     nudge_target: Arc<Mutex<u128>>,
     /// Woken by every writer at the end of each burst (marks may have risen).
     bursts: Arc<tokio::sync::Notify>,
+    /// Per writer: jobs it holds back until a transaction on their streams is decided.
+    parked: Arc<Vec<std::sync::atomic::AtomicUsize>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -98,18 +130,24 @@ impl Writers {
             Arc::new((0..n).map(|_| Default::default()).collect());
         let nudge_target = Arc::new(Mutex::new(0u128));
         let bursts = Arc::new(tokio::sync::Notify::new());
+        let parked: Arc<Vec<std::sync::atomic::AtomicUsize>> =
+            Arc::new((0..n).map(|_| Default::default()).collect());
         for w in 0..n {
             let (tx, rx) = mpsc::channel(depth);
             queues.push(tx);
             let core = (n <= cores).then_some(w);
-            let pending = Arc::clone(&nudge_pending);
-            let target = Arc::clone(&nudge_target);
-            let m = metrics.writers[w].clone();
-            let b = Arc::clone(&bursts);
+            let shared = run::Shared {
+                nudge_pending: Arc::clone(&nudge_pending),
+                nudge_target: Arc::clone(&nudge_target),
+                bursts: Arc::clone(&bursts),
+                parked: Arc::clone(&parked),
+                metrics: metrics.writers[w].clone(),
+                parked_jobs_max: depth,
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shardlog-writer-{w}"))
-                    .spawn(move || run(rx, burst_max, core, &pending[w], &target, &m, &b))?,
+                    .spawn(move || run::run(rx, burst_max, core, w, &shared))?,
             );
         }
         Ok(Writers {
@@ -119,6 +157,7 @@ impl Writers {
             nudge_pending,
             nudge_target,
             bursts,
+            parked,
             metrics,
         })
     }
@@ -204,6 +243,41 @@ impl Writers {
         }
     }
 
+    /// The next revision of stream `hash` on `shard` of log `log` (0: it has none), counting
+    /// only decided commits; asked of the writer that owns it (`503` when its queue is full).
+    pub async fn stream_next(&self, log: u64, shard: u32, hash: u128) -> Result<u64, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Revision { log, shard, hash, reply };
+        let w = self.owner(shard);
+        if self.queues[w].try_send(job).is_err() {
+            self.metrics.writers[w].queue_full.inc();
+            return Err(ApiError::Overloaded { retry_after_s: 1 });
+        }
+        match answer.await {
+            Ok(Some(next)) => Ok(next),
+            Ok(None) => {
+                Err(ApiError::Internal(format!("shard {shard} of log {log} has no writer")))
+            }
+            Err(_) => {
+                Err(ApiError::Unavailable { reason: "the server is stopping", retry_after_s: 1 })
+            }
+        }
+    }
+
+    /// Tells every writer holding jobs back for an undecided transaction to look again: call
+    /// after deciding a transaction. A writer whose queue is full is busy and looks again at
+    /// the end of its burst anyway.
+    pub fn recheck_parked(&self) {
+        // Pairs with the writer's fence between publishing its count and looking at the
+        // transactions: either it sees the decision, or this sees its count.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        for (q, parked) in self.queues.iter().zip(self.parked.iter()) {
+            if parked.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                let _ = q.try_send(Job::Recheck);
+            }
+        }
+    }
+
     /// Holds (or releases) nudges: idle shards' marks stop advancing, so the merged watermark
     /// stalls. For tests of the read deadline; an operator has no use for it.
     pub fn hold_nudges(&self, held: bool) {
@@ -212,7 +286,7 @@ impl Writers {
 
     /// Hands shard `shard` of log `log` to the writer that owns it. Blocking until queued.
     pub fn adopt(&self, log: u64, shard: u32, writer: ShardWriter) {
-        self.send_blocking(self.owner(shard), Job::Adopt { log, shard, writer });
+        self.send_blocking(self.owner(shard), Job::Adopt { log, shard, writer: Box::new(writer) });
     }
 
     /// Syncs and drops every shard of `log`, waiting until done. Blocking.
@@ -239,153 +313,4 @@ impl Writers {
             let _ = t.join();
         }
     }
-}
-
-/// A writer thread's loop; ends when every sender of its queue is gone.
-fn run(
-    mut rx: mpsc::Receiver<Job>,
-    burst_max: usize,
-    core: Option<usize>,
-    nudge_pending: &std::sync::atomic::AtomicBool,
-    nudge_target: &Mutex<u128>,
-    metrics: &crate::metrics::WriterMetrics,
-    bursts: &tokio::sync::Notify,
-) {
-    if let Some(c) = core {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(c);
-        // Best effort: a container may forbid it; the writer works the same unpinned.
-        let _ = rustix::thread::sched_setaffinity(None, &set);
-    }
-    let mut shards: HashMap<(u64, u32), ShardWriter> = HashMap::new();
-    let mut jobs = Vec::with_capacity(burst_max);
-    let mut answers: Vec<(Append, Vec<Result<IdRange, ApiError>>)> = Vec::with_capacity(burst_max);
-    let mut to_sync: HashSet<(u64, u32)> = HashSet::new();
-    let mut stop = false;
-    while !stop {
-        match rx.blocking_recv() {
-            Some(job) => jobs.push(job),
-            None => break,
-        }
-        let started = std::time::Instant::now();
-        while jobs.len() < burst_max {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        metrics.burst_jobs.observe(jobs.len() as f64);
-        for job in jobs.drain(..) {
-            // A strong read is waiting: raise the marks now, not after the rest of the queue.
-            if nudge_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                advance_all(&mut shards, nudge_target);
-            }
-            match job {
-                Job::Append(a) => {
-                    metrics
-                        .queue_wait
-                        .observe(started.saturating_duration_since(a.queued_at).as_secs_f64());
-                    let results: Vec<_> = a
-                        .parts
-                        .iter()
-                        .map(|(shard, commits)| {
-                            let r = append(&mut shards, &a, *shard, commits);
-                            if r.is_ok() && a.sync {
-                                to_sync.insert((a.log, *shard));
-                            }
-                            r
-                        })
-                        .collect();
-                    answers.push((a, results));
-                }
-                Job::Adopt { log, shard, writer } => {
-                    shards.insert((log, shard), writer);
-                }
-                Job::Release { log, done } => {
-                    let keys: Vec<_> = shards.keys().filter(|k| k.0 == log).copied().collect();
-                    for k in keys {
-                        if let Some(mut w) = shards.remove(&k) {
-                            let _ = w.sync();
-                        }
-                    }
-                    let _ = done.send(());
-                }
-                Job::Nudge => {
-                    nudge_pending.store(false, std::sync::atomic::Ordering::Release);
-                    advance_all(&mut shards, nudge_target);
-                }
-                Job::Stop => stop = true,
-            }
-        }
-        // Group commit: one sync per shard for every sync job of the burst.
-        let mut failed: HashMap<(u64, u32), String> = HashMap::new();
-        for key in to_sync.drain() {
-            if let Some(w) = shards.get_mut(&key)
-                && let Err(e) = w.sync()
-            {
-                tracing::error!(log = key.0, shard = key.1, error = %e, "sync failed");
-                failed.insert(key, e.to_string());
-            }
-        }
-        for (a, results) in answers.drain(..) {
-            let results = results
-                .into_iter()
-                .zip(&a.parts)
-                .map(|(result, (shard, _))| match (result, failed.get(&(a.log, *shard))) {
-                    (Ok(_), Some(e)) if a.sync => {
-                        Err(ApiError::Internal(format!("sync failed: {e}")))
-                    }
-                    (r, _) => r,
-                })
-                .collect();
-            let _ = a.reply.send(results);
-        }
-        metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
-        bursts.notify_waiters();
-    }
-    rx.close();
-    for (key, mut w) in shards {
-        if let Err(e) = w.sync() {
-            tracing::error!(log = key.0, shard = key.1, error = %e, "final sync failed");
-        }
-    }
-}
-
-/// Raises the high-water mark of every shard in `shards` to the clock, or to the target a
-/// strong read asked for if that is higher.
-fn advance_all(shards: &mut HashMap<(u64, u32), ShardWriter>, target: &Mutex<u128>) {
-    let now = idgen::Clock::now_ms(&idgen::SystemClock);
-    let floor = idgen::max_for_ms(now.saturating_sub(1)).0;
-    let floor = floor.max(*crate::lock(target));
-    for w in shards.values_mut() {
-        w.advance_high_water_to(idgen::Ulid(floor));
-    }
-}
-
-/// Appends `commits` of `a`'s request to `shard` as one batch.
-fn append(
-    shards: &mut HashMap<(u64, u32), ShardWriter>,
-    a: &Append,
-    shard: u32,
-    commits: &[u32],
-) -> Result<IdRange, ApiError> {
-    let w = shards.get_mut(&(a.log, shard)).ok_or_else(|| {
-        ApiError::Internal(format!("shard {shard} of log {} has no writer", a.log))
-    })?;
-    let b = &a.batch;
-    let records: Vec<NewRecord<'_>> = commits
-        .iter()
-        .map(|&i| {
-            let c = &b.commits[i as usize];
-            NewRecord {
-                key: b.key(c).unwrap_or(&[]),
-                payload: b.payload(c),
-                inverse: b.inverse(c),
-                flags: if a.txn.is_some() { storage::format::flags::TXN_PART } else { 0 },
-                aux: a.txn.unwrap_or(0),
-                ..NewRecord::payload(&[])
-            }
-        })
-        .collect();
-    Ok(w.append(&records)?)
 }

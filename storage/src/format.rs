@@ -6,7 +6,8 @@
 //! panic on any input.
 //!
 //! Here: the constants, flags and shared helpers; `frame` (commits as stored), `segment`
-//! (segment header and seal footer), `files` (meta, checkpoint, transaction journal).
+//! (segment header and seal footer), `files` (meta, checkpoint, transaction journal),
+//! `revisions` (a shard's revision snapshot).
 //!
 //! What it is not: I/O. Callers hand it slices of mapped segments or files.
 
@@ -58,10 +59,12 @@ pub mod flags {
 
 mod files;
 mod frame;
+mod revisions;
 mod segment;
 
 pub use files::*;
 pub use frame::*;
+pub use revisions::*;
 pub use segment::*;
 
 fn check_magic_version(b: &[u8], magic: [u8; 8]) -> Result<(), FormatError> {
@@ -98,6 +101,12 @@ fn get_u32(b: &[u8], at: usize) -> u32 {
 }
 fn get_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn get_u128(b: &[u8], at: usize) -> u128 {
+    u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes"))
+}
+fn put_u128(b: &mut [u8], at: usize, v: u128) {
+    b[at..at + 16].copy_from_slice(&v.to_le_bytes());
 }
 fn put_u16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());

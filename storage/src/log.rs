@@ -69,6 +69,10 @@ pub struct RecoveryReport {
     pub aborted_txns: Vec<u64>,
     /// Commits the transaction recovery read (from the journal's cut to each shard's end).
     pub txn_scan_commits: u64,
+    /// Commits read to rebuild the revision index (after each shard's snapshot, or all).
+    pub revision_scan_commits: u64,
+    /// Shards whose revision index started from a snapshot.
+    pub revision_snapshots: u64,
 }
 
 impl Log {
@@ -291,6 +295,14 @@ fn open_dir(dir: PathBuf, opts: LogOptions) -> Result<(Log, Vec<ShardWriter>, Re
     // what recovery kept as the new baseline: flush it and say so (the checkpoint moves
     // the transactions' cut past what was just decided).
     (report.aborted_txns, report.txn_scan_commits) = inner.recover_txns()?;
+    // Streams are counted once it is known which transactions' parts count.
+    for (shard, w) in inner.shards.iter().zip(writers.iter_mut()) {
+        let (revisions, read) =
+            crate::revisions::recover(shard, &shard.dir, w.last_id(), &inner.txns)?;
+        report.revision_scan_commits += read.commits_read;
+        report.revision_snapshots += u64::from(read.from_snapshot);
+        w.set_revisions(revisions);
+    }
     inner.checkpoint()?;
     let thread = if inner.opts.background {
         // No segment is prepared here: a writer asks for its next one when its active

@@ -18,6 +18,7 @@ use crate::error::{Result, StorageError};
 use crate::format::{self, HEADER_LEN, NewRecord, flags};
 use crate::maintenance::Msg;
 use crate::mmap::MapWriter;
+use crate::revisions::Revisions;
 use crate::segment::{self, Segment};
 use crate::shard::Shard;
 use crossbeam_channel::Sender;
@@ -48,6 +49,8 @@ pub struct ShardWriter {
     index_scratch: Vec<(u128, u64)>,
     /// Encoding buffer, reused across batches (at most `ENCODE_BUF_BYTES` is kept).
     buf: Vec<u8>,
+    /// Every stream's next revision (filled by recovery once transactions are decided).
+    revisions: Revisions,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,23 @@ impl ShardWriter {
             poisoned: false,
             index_scratch: Vec::new(),
             buf: Vec::new(),
+            revisions: Revisions::default(),
         }
+    }
+
+    /// The shard's revision index.
+    pub fn revisions(&self) -> &Revisions {
+        &self.revisions
+    }
+
+    /// The shard's revision index, to number commits before appending them and to settle
+    /// the transactions decided since (`Revisions::settle` with this shard's transactions).
+    pub fn revisions_mut(&mut self) -> (&mut Revisions, &crate::txn::Txns) {
+        (&mut self.revisions, &self.shard.txns)
+    }
+
+    pub(crate) fn set_revisions(&mut self, r: Revisions) {
+        self.revisions = r;
     }
 
     /// The shard this writer appends to.
@@ -322,6 +341,12 @@ impl ShardWriter {
         self.unsynced.push(Arc::clone(&old_seg));
         shard.counters.rolls.fetch_add(1, Ordering::Relaxed);
         self.next_asked = false;
+        // Everything appended so far is in the old segment: recovery starts after it. Best
+        // effort: without a snapshot recovery reads the older segments too, and finds the same.
+        if !self.revisions.is_empty() {
+            let snap = self.revisions.snapshot(Ulid(old_seg.last_id()));
+            let _ = crate::revisions::write_snapshot(&shard.dir, &snap);
+        }
         let seal = Msg::Seal { shard: shard.id as usize, segment: old_seg, writer: old_map };
         if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer, .. })) =
             self.maintenance.send(seal)

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::Retention;
+use storage::format::NO_REVISION;
 
 /// Bodies at least this large (or compressed) are parsed on the blocking pool; below, parsing
 /// takes well under the 0.5 ms an async task may run without yielding.
@@ -43,8 +44,26 @@ pub(super) async fn post_commits(
     Path(log): Path<String>,
     query: Result<Query<IngestQuery>, QueryRejection>,
     headers: HeaderMap,
-    mut body: Body,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    ingest(st, log, query, headers, body, None).await.map(Json)
+}
+
+/// The write of the streams endpoint: every commit gets `key`, and the first expects `expect`.
+pub(super) struct StreamWrite {
+    pub key: Box<[u8]>,
+    pub expect: crate::streams::Expect,
+}
+
+/// Receives, parses and writes one ingest request (of the streams endpoint with `stream`).
+pub(super) async fn ingest(
+    st: Arc<AppState>,
+    log: String,
+    query: Result<Query<IngestQuery>, QueryRejection>,
+    headers: HeaderMap,
+    mut body: Body,
+    stream: Option<StreamWrite>,
+) -> Result<Value, ApiError> {
     let started = tokio::time::Instant::now();
     let ask = match prepare(&st, &log, query, &headers) {
         Ok(ask) => ask,
@@ -72,7 +91,10 @@ pub(super) async fn post_commits(
         Ok(Ok(raw)) => raw,
     };
     let parsed = tokio::time::timeout_at(deadline, parse(&st, &headers, raw, partial, charge));
-    let (batch, mut charge) = parsed.await.map_err(|_| ApiError::Deadline { timeout_ms })??;
+    let (mut batch, mut charge) = parsed.await.map_err(|_| ApiError::Deadline { timeout_ms })??;
+    if let Some(s) = stream {
+        crate::streams::bind(&mut batch, s.key, s.expect)?;
+    }
     // The answer lists every id (about 30 bytes of text and 60 of JSON value each).
     if ids || partial {
         charge.add(batch.commits.len() * ANSWER_ID_BYTES).map_err(|_| {
@@ -82,7 +104,17 @@ pub(super) async fn post_commits(
     }
     let _charge = charge;
     let entry = log_for_write(&st, &log).await?;
-    let run = Run { st: Arc::clone(&st), entry, batch: Arc::new(batch), durability, partial, ids };
+    // A stream's answer always numbers its commits.
+    let revisions = ids || batch.stream.is_some();
+    let run = Run {
+        st: Arc::clone(&st),
+        entry,
+        batch: Arc::new(batch),
+        durability,
+        partial,
+        ids,
+        revisions,
+    };
     let deadline_hit = |_| ApiError::Deadline { timeout_ms };
     // Out of time before anything was handed to a writer: fail without writing.
     if tokio::time::Instant::now() >= deadline {
@@ -91,15 +123,14 @@ pub(super) async fn post_commits(
     let Some(key) = key else {
         return tokio::time::timeout_at(deadline, run.perform(None, deadline, timeout_ms))
             .await
-            .map_err(deadline_hit)?
-            .map(Json);
+            .map_err(deadline_hit)?;
     };
     loop {
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::Deadline { timeout_ms });
         }
         match st.idempotency.claim(&log, &key, now_ms()) {
-            Claim::Replay(v) => return Ok(Json(v)),
+            Claim::Replay(v) => return Ok(v),
             Claim::Wait(mut rx) => {
                 // Released when the first request finishes or fails; then claim again.
                 let _ =
@@ -115,8 +146,7 @@ pub(super) async fn post_commits(
                     run.perform(Some(keyed), deadline, timeout_ms),
                 )
                 .await
-                .map_err(deadline_hit)?
-                .map(Json);
+                .map_err(deadline_hit)?;
             }
         }
     }
@@ -134,6 +164,8 @@ struct Run {
     durability: Durability,
     partial: bool,
     ids: bool,
+    /// The answer carries `revisions`.
+    revisions: bool,
 }
 
 /// How a write goes: its parts by shard, its transaction (if any), the core it was planned
@@ -197,8 +229,8 @@ impl Run {
         } else {
             write_parts(st, entry, &self.batch, self.durability, plan, txn, cpu).await
         };
-        let ids = match written {
-            Ok(ids) => ids,
+        let written = match written {
+            Ok(w) => w,
             Err(e) => {
                 if let Some(k) = keyed {
                     st.idempotency.abandon(&entry.name, &k.key, k.done);
@@ -206,7 +238,7 @@ impl Run {
                 return Err(e);
             }
         };
-        let response = self.response(&ids);
+        let response = self.response(&written);
         match (keyed, txn) {
             (Some(k), txn) => {
                 let (st2, entry2, v) = (Arc::clone(st), Arc::clone(entry), response.clone());
@@ -226,19 +258,24 @@ impl Run {
                 .await;
                 if let Err(e) = recorded {
                     if let Some(id) = txn {
-                        abort(entry, id).await?;
+                        abort(st, entry, id).await?;
                     }
                     return Err(e);
                 }
+                st.writers.recheck_parked();
             }
-            (None, Some(id)) => entry.log.txns().commit(id),
+            (None, Some(id)) => {
+                entry.log.txns().commit(id);
+                st.writers.recheck_parked();
+            }
             (None, None) => {}
         }
         Ok(response)
     }
 
-    /// The response of a write that got `ids`, counted in the metrics.
-    fn response(&self, ids: &[Ulid]) -> Value {
+    /// The response of a write that got `written`, counted in the metrics.
+    fn response(&self, written: &Written) -> Value {
+        let ids = &written.ids;
         let m = &self.entry.metrics;
         m.commits.inc_by(ids.len() as u64);
         let b = &self.batch;
@@ -256,6 +293,9 @@ impl Run {
         } else if self.ids {
             out.insert("ids".into(), all());
         }
+        if self.partial || self.revisions {
+            out.insert("revisions".into(), revisions_json(&written.revisions, ids.len()));
+        }
         out.insert("first_id".into(), ids.first().map_or(Value::Null, text));
         out.insert("last_id".into(), ids.last().map_or(Value::Null, text));
         out.insert("durability".into(), json!(self.durability.as_str()));
@@ -264,12 +304,21 @@ impl Run {
     }
 }
 
+/// Per commit, its revision (`null` when it has no key); `revisions` is empty when none has.
+pub(super) fn revisions_json(revisions: &[u64], n: usize) -> Value {
+    let one = |i: usize| match revisions.get(i) {
+        Some(&r) if r != NO_REVISION => json!(r),
+        _ => Value::Null,
+    };
+    Value::Array((0..n).map(one).collect())
+}
+
 /// Aborts transaction `id` after a failed part or record: its parts are hidden at once, and
 /// for good once the abort is journaled. If it cannot be journaled, recovery decides from what
 /// is on disk, so the client is told the outcome is not known rather than that it failed.
-async fn abort(entry: &Arc<LogEntry>, id: u64) -> Result<(), ApiError> {
+async fn abort(st: &AppState, entry: &Arc<LogEntry>, id: u64) -> Result<(), ApiError> {
     let e = Arc::clone(entry);
-    blocking(move || {
+    let aborted = blocking(move || {
         // Every part written is at or below its shard's mark (raised after each publish).
         let last = e.log.shards().iter().map(|s| s.high_water().0).max().unwrap_or(u128::MAX);
         e.log.txns().abort(id, last).map_err(|err| {
@@ -277,7 +326,10 @@ async fn abort(entry: &Arc<LogEntry>, id: u64) -> Result<(), ApiError> {
             ApiError::OutcomeUnknown { reason: "the abort could not be recorded".into() }
         })
     })
-    .await
+    .await;
+    // Decided (or hidden, if the journal failed): the streams it held are free again.
+    st.writers.recheck_parked();
+    aborted
 }
 
 /// A write request's parameters, checked before its body is read.
@@ -489,9 +541,9 @@ async fn write_parts(
     plan: std::collections::BTreeMap<u32, Vec<u32>>,
     txn: Option<u64>,
     cpu: usize,
-) -> Result<Vec<Ulid>, ApiError> {
+) -> Result<Written, ApiError> {
     if plan.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Written { ids: Vec::new(), revisions: Vec::new() });
     }
     // One job per writer, holding its shards' parts.
     let mut jobs: std::collections::BTreeMap<usize, Vec<(u32, Vec<u32>)>> = Default::default();
@@ -530,8 +582,9 @@ async fn write_parts(
         }));
         waits.push((indices, wait));
     }
-    let mut ids = vec![Ulid(0); batch.commits.len()];
+    let mut out = Written { ids: vec![Ulid(0); batch.commits.len()], revisions: Vec::new() };
     let mut first_error = None;
+    let mut conflicts = Vec::new();
     // Every reply is awaited, also after an error: a transaction is decided only once no part
     // is still being written.
     for (indices, wait) in waits {
@@ -543,24 +596,43 @@ async fn write_parts(
         });
         for (reply, indices) in replies.into_iter().zip(&indices) {
             match reply {
-                Ok(range) => {
+                Ok(part) => {
+                    if !part.revisions.is_empty() && out.revisions.is_empty() {
+                        out.revisions = vec![NO_REVISION; batch.commits.len()];
+                    }
                     for (k, &i) in indices.iter().enumerate() {
-                        ids[i as usize] = range.nth(k as u64);
+                        out.ids[i as usize] = part.ids.nth(k as u64);
+                        if let Some(&r) = part.revisions.get(k) {
+                            out.revisions[i as usize] = r;
+                        }
                     }
                 }
+                Err(ApiError::RevisionMismatch { conflicts: c, .. }) => conflicts.extend(c),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
     }
+    if !conflicts.is_empty() {
+        conflicts.sort_by_key(|c| c.index);
+        st.metrics.revision_conflicts.inc_by(conflicts.len() as u64);
+        first_error = Some(ApiError::RevisionMismatch { conflicts, actual: None });
+    }
     match first_error {
         Some(e) => {
             if let Some(id) = txn {
-                abort(entry, id).await?;
+                abort(st, entry, id).await?;
             }
             Err(e)
         }
-        None => Ok(ids),
+        None => Ok(out),
     }
+}
+
+/// What a write got: per commit in request order, its id and its revision (`revisions` is
+/// empty when no commit has a key).
+pub(super) struct Written {
+    pub ids: Vec<Ulid>,
+    pub revisions: Vec<u64>,
 }

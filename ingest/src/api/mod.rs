@@ -11,6 +11,7 @@ mod logs;
 mod metrics;
 mod read;
 pub use read::render_into;
+mod streams;
 mod tail;
 mod timeline;
 
@@ -70,6 +71,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/commits", post(ingest::post_commits))
         .route("/v1/logs/{log}/commits/{id}", get(read::commit_by_id))
         .route("/v1/logs/{log}/shards/{shard}/commits", get(read::shard_commits))
+        .route("/v1/logs/{log}/streams/{key}", get(streams::get_stream))
+        .route("/v1/logs/{log}/streams/{key}/commits", post(streams::post_stream))
         .route("/v1/logs/{log}/timeline", get(timeline::timeline))
         .route("/v1/logs/{log}/tail", get(tail::tail))
         .route("/v1/logs/{log}/consumers/{name}", get(tail::get_consumer).put(tail::put_consumer))

@@ -1,7 +1,7 @@
 //! `GET /v1/logs/{log}/commits/{id}` and `GET /v1/logs/{log}/shards/{n}/commits`: reads of
 //! stored commits, on the blocking pool.
 //!
-//! A payload is rendered as its JSON value when it is JSON, as a string when it is UTF-8, else
+//! A commit of a stream carries its `revision`. A payload is rendered as its JSON value when it is JSON, as a string when it is UTF-8, else
 //! as `payload_base64`.
 
 use super::{AppState, blocking, existing_log};
@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use storage::format::NO_REVISION;
 use storage::{Record, Start};
 
 /// Most commits one page returns.
@@ -30,6 +31,9 @@ pub fn render(r: &Record<'_>) -> Value {
         if f.key.is_empty() { Value::Null } else { json!(String::from_utf8_lossy(f.key)) },
     );
     o.insert("shard".into(), json!(r.shard));
+    if f.revision != NO_REVISION {
+        o.insert("revision".into(), json!(f.revision));
+    }
     match payload_value(f.payload) {
         Some(v) => o.insert("payload".into(), v),
         None => o.insert(
@@ -60,7 +64,11 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
         let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(f.key));
     }
     out.extend_from_slice(b",\"shard\":");
-    push_decimal(out, r.shard);
+    push_decimal(out, u64::from(r.shard));
+    if f.revision != NO_REVISION {
+        out.extend_from_slice(b",\"revision\":");
+        push_decimal(out, f.revision);
+    }
     let trimmed = f.payload.trim_ascii();
     // Cheapest test first: a payload with a line break is never copied as it is.
     let copy_as_is = !trimmed.is_empty()
@@ -93,8 +101,8 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    let mut digits = [0u8; 10];
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
     loop {
@@ -205,11 +213,17 @@ mod tests {
     use storage::format::FrameRef;
 
     fn check(key: &[u8], payload: &[u8]) {
+        check_with(key, payload, u64::MAX);
+        check_with(key, payload, 0);
+        check_with(key, payload, 1 << 40);
+    }
+
+    fn check_with(key: &[u8], payload: &[u8], revision: u64) {
         let r = Record {
             frame: FrameRef {
                 id: Ulid(12345),
                 flags: 0,
-                revision: u64::MAX,
+                revision,
                 aux: 0,
                 key,
                 payload,
@@ -265,7 +279,7 @@ mod tests {
 
     #[test]
     fn shard_numbers_in_decimal() {
-        for n in [0, 7, 10, 99, 4_000_000_000, u32::MAX] {
+        for n in [0, 7, 10, 99, 4_000_000_000, u64::from(u32::MAX), u64::MAX] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());

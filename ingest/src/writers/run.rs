@@ -1,0 +1,372 @@
+//! A writer thread's loop: bursts of jobs, stream numbering, jobs held back for undecided
+//! transactions, group commit, answers.
+//!
+//! What it is not: the queues or their API (`writers`), or what an expectation means
+//! (`streams`).
+
+use super::{Append, Appended, Job};
+use crate::error::ApiError;
+use crate::streams::{self, Numbered};
+use idgen::IdRange;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use storage::{NewRecord, ShardWriter};
+use tokio::sync::mpsc;
+
+/// What a writer thread shares with [`super::Writers`].
+pub(super) struct Shared {
+    pub nudge_pending: Arc<Vec<AtomicBool>>,
+    pub nudge_target: Arc<Mutex<u128>>,
+    pub bursts: Arc<tokio::sync::Notify>,
+    /// Per writer: how many jobs it holds back.
+    pub parked: Arc<Vec<AtomicUsize>>,
+    pub metrics: crate::metrics::WriterMetrics,
+    /// Jobs one writer may hold back; beyond, a job that would wait is refused (`503`).
+    pub parked_jobs_max: usize,
+}
+
+/// (log, shard, stream hash).
+type StreamAt = (u64, u32, u128);
+
+/// A job held back: a stream it numbers is held by an undecided transaction, or by a job held
+/// back before it (jobs of one stream run in the order they came).
+struct Parked {
+    job: Append,
+    streams: Vec<StreamAt>,
+}
+
+/// One writer's state.
+struct State {
+    shards: HashMap<(u64, u32), ShardWriter>,
+    parked: VecDeque<Parked>,
+    /// Every stream of a parked job.
+    parked_streams: HashSet<StreamAt>,
+    answers: Vec<(Append, Vec<Result<Appended, ApiError>>)>,
+    to_sync: HashSet<(u64, u32)>,
+}
+
+/// A writer thread's loop; ends when every sender of its queue is gone or on `Stop`.
+pub(super) fn run(
+    mut rx: mpsc::Receiver<Job>,
+    burst_max: usize,
+    core: Option<usize>,
+    w: usize,
+    sh: &Shared,
+) {
+    if let Some(c) = core {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(c);
+        // Best effort: a container may forbid it; the writer works the same unpinned.
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+    let nudge_pending = &sh.nudge_pending[w];
+    let metrics = &sh.metrics;
+    let mut st = State {
+        shards: HashMap::new(),
+        parked: VecDeque::new(),
+        parked_streams: HashSet::new(),
+        answers: Vec::with_capacity(burst_max),
+        to_sync: HashSet::new(),
+    };
+    let mut jobs = Vec::with_capacity(burst_max);
+    let mut stop = false;
+    while !stop {
+        match rx.blocking_recv() {
+            Some(job) => jobs.push(job),
+            None => break,
+        }
+        let started = std::time::Instant::now();
+        while jobs.len() < burst_max {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics.burst_jobs.observe(jobs.len() as f64);
+        for job in jobs.drain(..) {
+            // A strong read is waiting: raise the marks now, not after the rest of the queue.
+            if nudge_pending.swap(false, Ordering::AcqRel) {
+                advance_all(&mut st.shards, &sh.nudge_target);
+            }
+            match job {
+                Job::Append(a) => {
+                    metrics
+                        .queue_wait
+                        .observe(started.saturating_duration_since(a.queued_at).as_secs_f64());
+                    st.admit(a, sh.parked_jobs_max);
+                }
+                Job::Adopt { log, shard, writer } => {
+                    st.shards.insert((log, shard), *writer);
+                }
+                Job::Release { log, done } => {
+                    st.refuse_parked(Some(log), "the log is being deleted");
+                    let keys: Vec<_> = st.shards.keys().filter(|k| k.0 == log).copied().collect();
+                    for k in keys {
+                        if let Some(mut w) = st.shards.remove(&k) {
+                            let _ = w.sync();
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Job::Nudge => {
+                    nudge_pending.store(false, Ordering::Release);
+                    advance_all(&mut st.shards, &sh.nudge_target);
+                }
+                Job::Revision { log, shard, hash, reply } => {
+                    let next = st.shards.get_mut(&(log, shard)).map(|w| {
+                        let (r, txns) = w.revisions_mut();
+                        r.settle(txns);
+                        r.decided_next(hash)
+                    });
+                    let _ = reply.send(next);
+                }
+                Job::Recheck => {}
+                Job::Stop => stop = true,
+            }
+        }
+        if !st.parked.is_empty() {
+            // Published before the transactions are looked at, so that whoever decides one
+            // after this look sees the count and sends a `Recheck` (`Writers::recheck_parked`).
+            sh.parked[w].store(st.parked.len(), Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            st.run_parked();
+        }
+        sh.parked[w].store(st.parked.len(), Ordering::SeqCst);
+        st.commit_and_answer();
+        metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
+        sh.bursts.notify_waiters();
+    }
+    rx.close();
+    st.refuse_parked(None, "the server is stopping");
+    st.commit_and_answer();
+    for (key, mut w) in st.shards {
+        if let Err(e) = w.sync() {
+            tracing::error!(log = key.0, shard = key.1, error = %e, "final sync failed");
+        }
+    }
+}
+
+impl State {
+    /// Runs `a` now, or holds it back while a stream it numbers is held.
+    fn admit(&mut self, a: Append, parked_max: usize) {
+        let Some((streams, key)) = self.must_wait(&a) else {
+            self.run_append(a);
+            return;
+        };
+        let refusal = if a.txn.is_some() {
+            // A transaction never waits: it may hold a stream another waiting one needs.
+            Some(ApiError::StreamBusy { key, retry_after_s: 1 })
+        } else if self.parked.len() >= parked_max {
+            Some(ApiError::Overloaded { retry_after_s: 1 })
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => {
+                let mut results: Vec<_> = (1..a.parts.len()).map(|_| Err(busy_copy(&e))).collect();
+                results.insert(0, Err(e));
+                self.answers.push((a, results));
+            }
+            None => {
+                self.parked_streams.extend(streams.iter().copied());
+                self.parked.push_back(Parked { job: a, streams });
+            }
+        }
+    }
+
+    /// Settles the transactions of `a`'s shards, then: `None` if `a` may run now, else every
+    /// stream it numbers and the key of one that is held (by another transaction that is not
+    /// decided, or by a job held back before it).
+    fn must_wait(&mut self, a: &Append) -> Option<(Vec<StreamAt>, String)> {
+        let mut any_held = !self.parked_streams.is_empty();
+        for (shard, _) in &a.parts {
+            if let Some(w) = self.shards.get_mut(&(a.log, *shard)) {
+                let (r, txns) = w.revisions_mut();
+                r.settle(txns);
+                any_held |= r.has_undecided();
+            }
+        }
+        if !any_held {
+            return None;
+        }
+        let mut streams = Vec::new();
+        let mut held_key = None;
+        for (shard, commits) in &a.parts {
+            let Some(w) = self.shards.get(&(a.log, *shard)) else { continue };
+            for &i in commits {
+                let Some(key) = a.batch.key(&a.batch.commits[i as usize]) else { continue };
+                let at = (a.log, *shard, storage::key_hash(key));
+                let by_other = w.revisions().undecided_on(at.2).is_some_and(|t| Some(t) != a.txn);
+                if held_key.is_none() && (by_other || self.parked_streams.contains(&at)) {
+                    held_key = Some(String::from_utf8_lossy(key).into_owned());
+                }
+                streams.push(at);
+            }
+        }
+        held_key.map(|k| (streams, k))
+    }
+
+    /// Runs the parked jobs whose streams are free now, in the order they came.
+    fn run_parked(&mut self) {
+        for w in self.shards.values_mut() {
+            let (r, txns) = w.revisions_mut();
+            r.settle(txns);
+        }
+        self.parked_streams.clear();
+        for p in std::mem::take(&mut self.parked) {
+            let held = p.streams.iter().any(|at| {
+                self.parked_streams.contains(at)
+                    || self
+                        .shards
+                        .get(&(at.0, at.1))
+                        .is_some_and(|w| w.revisions().undecided_on(at.2).is_some())
+            });
+            if held {
+                self.parked_streams.extend(p.streams.iter().copied());
+                self.parked.push_back(p);
+            } else {
+                self.run_append(p.job);
+            }
+        }
+    }
+
+    /// Answers every parked job (of `log`, or all) with `reason`.
+    fn refuse_parked(&mut self, log: Option<u64>, reason: &'static str) {
+        for p in std::mem::take(&mut self.parked) {
+            if log.is_some_and(|l| l != p.job.log) {
+                self.parked.push_back(p);
+                continue;
+            }
+            let results =
+                p.job.parts.iter().map(|_| Err(ApiError::Unavailable { reason, retry_after_s: 1 }));
+            let results = results.collect();
+            self.answers.push((p.job, results));
+        }
+        self.parked_streams = self.parked.iter().flat_map(|p| p.streams.clone()).collect();
+    }
+
+    /// Numbers and appends every part of `a`, or none if an expectation fails.
+    fn run_append(&mut self, a: Append) {
+        let mut numbered = Vec::with_capacity(a.parts.len());
+        let mut conflicts = Vec::new();
+        for (shard, commits) in &a.parts {
+            let n = match self.shards.get(&(a.log, *shard)) {
+                // `append` answers that the shard has no writer.
+                None => Numbered::default(),
+                Some(w) => match streams::number(&a.batch, commits, w.revisions()) {
+                    Ok(n) => n,
+                    Err(c) => {
+                        conflicts.extend(c);
+                        Numbered::default()
+                    }
+                },
+            };
+            numbered.push(n);
+        }
+        if !conflicts.is_empty() {
+            // Every conflict goes with the first part; the request merges its parts' lists.
+            let mut results = Vec::with_capacity(a.parts.len());
+            results.push(Err(ApiError::RevisionMismatch { conflicts, actual: None }));
+            for _ in 1..a.parts.len() {
+                results.push(Err(ApiError::RevisionMismatch { conflicts: vec![], actual: None }));
+            }
+            self.answers.push((a, results));
+            return;
+        }
+        let mut results = Vec::with_capacity(a.parts.len());
+        for ((shard, commits), n) in a.parts.iter().zip(numbered) {
+            let r = append(&mut self.shards, &a, *shard, commits, &n);
+            if r.is_ok()
+                && let Some(w) = self.shards.get_mut(&(a.log, *shard))
+            {
+                let (revisions, _) = w.revisions_mut();
+                for &(h, _, count) in &n.streams {
+                    revisions.assign(h, count, a.txn);
+                }
+                if a.sync {
+                    self.to_sync.insert((a.log, *shard));
+                }
+            }
+            results.push(r.map(|ids| Appended { ids, revisions: n.revisions }));
+        }
+        self.answers.push((a, results));
+    }
+
+    /// Group commit (one sync per shard for every sync job of the burst), then the answers.
+    fn commit_and_answer(&mut self) {
+        let mut failed: HashMap<(u64, u32), String> = HashMap::new();
+        for key in self.to_sync.drain() {
+            if let Some(w) = self.shards.get_mut(&key)
+                && let Err(e) = w.sync()
+            {
+                tracing::error!(log = key.0, shard = key.1, error = %e, "sync failed");
+                failed.insert(key, e.to_string());
+            }
+        }
+        for (a, results) in self.answers.drain(..) {
+            let results = results
+                .into_iter()
+                .zip(&a.parts)
+                .map(|(result, (shard, _))| match (result, failed.get(&(a.log, *shard))) {
+                    (Ok(_), Some(e)) if a.sync => {
+                        Err(ApiError::Internal(format!("sync failed: {e}")))
+                    }
+                    (r, _) => r,
+                })
+                .collect();
+            let _ = a.reply.send(results);
+        }
+    }
+}
+
+/// The same refusal again, for the other parts of a job.
+fn busy_copy(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::StreamBusy { key, retry_after_s } => {
+            ApiError::StreamBusy { key: key.clone(), retry_after_s: *retry_after_s }
+        }
+        _ => ApiError::Overloaded { retry_after_s: 1 },
+    }
+}
+
+/// Raises the high-water mark of every shard in `shards` to the clock, or to the target a
+/// strong read asked for if that is higher.
+fn advance_all(shards: &mut HashMap<(u64, u32), ShardWriter>, target: &Mutex<u128>) {
+    let now = idgen::Clock::now_ms(&idgen::SystemClock);
+    let floor = idgen::max_for_ms(now.saturating_sub(1)).0;
+    let floor = floor.max(*crate::lock(target));
+    for w in shards.values_mut() {
+        w.advance_high_water_to(idgen::Ulid(floor));
+    }
+}
+
+/// Appends `commits` of `a`'s request to `shard` as one batch, numbered by `n`.
+fn append(
+    shards: &mut HashMap<(u64, u32), ShardWriter>,
+    a: &Append,
+    shard: u32,
+    commits: &[u32],
+    n: &Numbered,
+) -> Result<IdRange, ApiError> {
+    let w = shards.get_mut(&(a.log, shard)).ok_or_else(|| {
+        ApiError::Internal(format!("shard {shard} of log {} has no writer", a.log))
+    })?;
+    let b = &a.batch;
+    let records: Vec<NewRecord<'_>> = commits
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let c = &b.commits[i as usize];
+            NewRecord {
+                key: b.key(c).unwrap_or(&[]),
+                payload: b.payload(c),
+                inverse: b.inverse(c),
+                revision: n.of(k),
+                flags: if a.txn.is_some() { storage::format::flags::TXN_PART } else { 0 },
+                aux: a.txn.unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(w.append(&records)?)
+}
