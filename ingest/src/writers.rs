@@ -9,8 +9,9 @@
 //!
 //! Writers number streams (`crate::streams`): a job whose stream is held by a transaction not
 //! yet decided waits in its writer (parked, at most a queue's depth of jobs) until the
-//! decision, so that an abort never leaves a gap; a transactional job never waits (it would
-//! risk a cycle with another transaction) but fails with `stream_busy`.
+//! decision, so that an abort never leaves a gap. A transaction's job waits at most
+//! `TXN_WAIT_MS_MAX` (two transactions may each hold what the other waits for), then fails
+//! with `stream_busy`.
 //!
 //! What it is not: a parser or a router; jobs arrive ready to append.
 

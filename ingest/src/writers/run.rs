@@ -34,7 +34,15 @@ type StreamAt = (u64, u32, u128);
 struct Parked {
     job: Append,
     streams: Vec<StreamAt>,
+    /// A held stream's key (for a `stream_busy` answer).
+    key: String,
+    /// A transaction's job gives up then (`stream_busy`): it may hold a stream that another
+    /// waiting transaction needs, and the wait of one of them must end.
+    until: Option<std::time::Instant>,
 }
+
+/// How long a transaction's job waits for a stream held by another undecided transaction.
+const TXN_WAIT_MS_MAX: u64 = 50;
 
 /// One writer's state.
 struct State {
@@ -154,25 +162,24 @@ impl State {
             self.run_append(a);
             return;
         };
-        let refusal = if a.txn.is_some() {
-            // A transaction never waits: it may hold a stream another waiting one needs.
-            Some(ApiError::StreamBusy { key, retry_after_s: 1 })
-        } else if self.parked.len() >= parked_max {
-            Some(ApiError::Overloaded { retry_after_s: 1 })
-        } else {
-            None
-        };
-        match refusal {
-            Some(e) => {
-                let mut results: Vec<_> = (1..a.parts.len()).map(|_| Err(busy_copy(&e))).collect();
-                results.insert(0, Err(e));
-                self.answers.push((a, results));
-            }
-            None => {
-                self.parked_streams.extend(streams.iter().copied());
-                self.parked.push_back(Parked { job: a, streams });
-            }
+        if self.parked.len() >= parked_max {
+            self.refuse(a, ApiError::Overloaded { retry_after_s: 1 });
+            return;
         }
+        // The writer looks at its parked jobs at the end of every burst, and the ticker's
+        // nudges make one every `idle_advance_ms` at least, so the limit is kept.
+        let until = a
+            .txn
+            .map(|_| std::time::Instant::now() + std::time::Duration::from_millis(TXN_WAIT_MS_MAX));
+        self.parked_streams.extend(streams.iter().copied());
+        self.parked.push_back(Parked { job: a, streams, key, until });
+    }
+
+    /// Answers every part of `a` with `e`.
+    fn refuse(&mut self, a: Append, e: ApiError) {
+        let mut results: Vec<_> = (1..a.parts.len()).map(|_| Err(busy_copy(&e))).collect();
+        results.insert(0, Err(e));
+        self.answers.push((a, results));
     }
 
     /// Settles the transactions of `a`'s shards, then: `None` if `a` may run now, else every
@@ -214,19 +221,22 @@ impl State {
             r.settle(txns);
         }
         self.parked_streams.clear();
+        let now = std::time::Instant::now();
         for p in std::mem::take(&mut self.parked) {
+            let own = p.job.txn;
             let held = p.streams.iter().any(|at| {
                 self.parked_streams.contains(at)
-                    || self
-                        .shards
-                        .get(&(at.0, at.1))
-                        .is_some_and(|w| w.revisions().undecided_on(at.2).is_some())
+                    || self.shards.get(&(at.0, at.1)).is_some_and(|w| {
+                        w.revisions().undecided_on(at.2).is_some_and(|t| Some(t) != own)
+                    })
             });
-            if held {
+            if !held {
+                self.run_append(p.job);
+            } else if p.until.is_some_and(|u| now >= u) {
+                self.refuse(p.job, ApiError::StreamBusy { key: p.key, retry_after_s: 1 });
+            } else {
                 self.parked_streams.extend(p.streams.iter().copied());
                 self.parked.push_back(p);
-            } else {
-                self.run_append(p.job);
             }
         }
     }

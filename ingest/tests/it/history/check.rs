@@ -3,7 +3,7 @@
 //! write, the read, the kill in between, the final read), never the whole history.
 //!
 //! The rules live by concept: `writes` (acknowledged, failed and retried requests), `reads`
-//! (strong reads, watermarks, pages) and `tails`.
+//! (strong reads, watermarks, pages), `tails` and `streams` (revisions).
 //!
 //! What it is not: a linearizability checker. It checks the contract's own promises about
 //! acknowledged writes, all-or-nothing requests, idempotent retries, strong reads, watermarks,
@@ -12,6 +12,7 @@
 //! on one machine: an answer received before a request was sent happened before it arrived.
 
 mod reads;
+mod streams;
 mod tails;
 mod tests;
 mod writes;
@@ -19,6 +20,7 @@ mod writes;
 pub use reads::{
     pages_never_change, strong_reads_include_earlier_acknowledgements, watermarks_cover_their_pages,
 };
+pub use streams::{acknowledged_revisions_are_stored, streams_are_numbered_without_gaps};
 pub use tails::tails_miss_and_repeat_nothing;
 pub use writes::{
     acknowledged_commits_survive_once,
@@ -65,6 +67,8 @@ pub fn check_all(h: &History) -> Vec<Violation> {
         watermarks_cover_their_pages,
         pages_never_change,
         tails_miss_and_repeat_nothing,
+        streams_are_numbered_without_gaps,
+        acknowledged_revisions_are_stored,
     ] {
         all.extend(check(&ix));
     }

@@ -1,5 +1,5 @@
 //! The workload's clients, each a thread recording its own operations: writers (unkeyed NDJSON,
-//! cross-shard and single-key JSON, sync and async, with and without `Idempotency-Key`, retried
+//! cross-shard and single-key JSON, conditional JSON on a few hot streams, sync and async, with and without `Idempotency-Key`, retried
 //! with the same key after a `504` or a connection error) and the killer that SIGKILLs and
 //! restarts the server. Timeline readers are in `readers`, tails in `tails`.
 //!
@@ -7,15 +7,17 @@
 //! failures, and never assert anything about the answers. Every loop is bounded in count and
 //! by the run's deadline; everything talks to 127.0.0.1 only.
 
-use super::ops::{Kill, Kind, Op, Shape, Write, WriteOutcome};
+use super::ops::{Expected, Kill, Kind, Op, Shape, Write, WriteOutcome};
 use crate::process::{Server, request_raw};
 use fastrand::Rng;
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// Streams conditional writes pick from (few, so that clients race on them).
+const HOT_STREAMS: usize = 6;
 /// Requests one writer sends at most.
 const WRITES_MAX: u32 = 200_000;
 /// Attempts of one request with an `Idempotency-Key`.
@@ -37,6 +39,8 @@ pub struct Shared {
     /// First ids of recent acknowledged writes.
     recent: Mutex<VecDeque<String>>,
     sessions: AtomicU64,
+    /// The highest revision an answer showed of each stream.
+    revisions: Mutex<HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -49,6 +53,7 @@ impl Shared {
             hard_deadline,
             recent: Mutex::new(VecDeque::new()),
             sessions: AtomicU64::new(0),
+            revisions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,6 +85,21 @@ impl Shared {
         r.push_back(id.to_owned());
     }
 
+    fn saw_revisions(&self, keys: &[Option<String>], revisions: &[Option<u64>]) {
+        let mut known = self.revisions.lock().unwrap();
+        for (k, r) in keys.iter().zip(revisions) {
+            if let (Some(k), Some(r)) = (k, r) {
+                let e = known.entry(k.clone()).or_insert(*r);
+                *e = (*e).max(*r);
+            }
+        }
+    }
+
+    /// The highest revision seen of stream `key`.
+    fn known_revision(&self, key: &str) -> Option<u64> {
+        self.revisions.lock().unwrap().get(key).copied()
+    }
+
     /// A recent acknowledged id, if any.
     pub fn recent(&self, rng: &mut Rng) -> Option<String> {
         let r = self.recent.lock().unwrap();
@@ -96,20 +116,52 @@ impl Shared {
 struct Body {
     shape: Shape,
     keys: Vec<Option<String>>,
+    expected: Vec<Option<Expected>>,
     content_type: &'static str,
     bytes: Vec<u8>,
 }
 
-/// A random request tagged `req`: unkeyed NDJSON, cross-shard keyed JSON or single-key JSON.
-fn body(req: &str, rng: &mut Rng) -> Body {
+/// A random request tagged `req`: unkeyed NDJSON, cross-shard keyed JSON, single-key JSON or
+/// conditional JSON on hot streams.
+fn body(sh: &Shared, req: &str, rng: &mut Rng) -> Body {
     let payload = |i: usize| format!(r#"{{"t":"{req}","i":{i},"pad":"{}"}}"#, "x".repeat(i % 7));
-    match rng.u8(..10) {
+    match rng.u8(..12) {
+        10.. => {
+            let mut pool: Vec<usize> = (0..HOT_STREAMS).collect();
+            rng.shuffle(&mut pool);
+            let keys: Vec<String> =
+                pool[..rng.usize(1..=3)].iter().map(|k| format!("hot{k}")).collect();
+            let expected: Vec<Expected> = keys
+                .iter()
+                .map(|k| sh.known_revision(k).map_or(Expected::NoStream, Expected::Revision))
+                .collect();
+            let commits: Vec<String> = keys
+                .iter()
+                .zip(&expected)
+                .enumerate()
+                .map(|(i, (k, e))| {
+                    let e = match e {
+                        Expected::NoStream => "\"no_stream\"".to_owned(),
+                        Expected::Revision(r) => r.to_string(),
+                    };
+                    format!(r#"{{"key":"{k}","payload":{},"expected_revision":{e}}}"#, payload(i))
+                })
+                .collect();
+            Body {
+                shape: Shape::Conditional,
+                keys: keys.into_iter().map(Some).collect(),
+                expected: expected.into_iter().map(Some).collect(),
+                content_type: "application/json",
+                bytes: format!(r#"{{"commits":[{}]}}"#, commits.join(",")).into_bytes(),
+            }
+        }
         0..4 => {
             let n = rng.usize(1..=20);
             let lines: String = (0..n).map(|i| payload(i) + "\n").collect();
             Body {
                 shape: Shape::Unkeyed,
                 keys: vec![None; n],
+                expected: vec![None; n],
                 content_type: "application/x-ndjson",
                 bytes: lines.into_bytes(),
             }
@@ -132,6 +184,7 @@ fn body(req: &str, rng: &mut Rng) -> Body {
                 .collect();
             Body {
                 shape,
+                expected: vec![None; keys.len()],
                 keys: keys.into_iter().map(Some).collect(),
                 content_type: "application/json",
                 bytes: format!(r#"{{"commits":[{}]}}"#, commits.join(",")).into_bytes(),
@@ -174,6 +227,10 @@ fn attempt(sh: &Shared, process: &str, s: &Send<'_>, n: u32) -> Op {
                 200 => match v["ids"].as_array() {
                     Some(ids) => WriteOutcome::Acked {
                         ids: ids.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+                        revisions: v["revisions"]
+                            .as_array()
+                            .map(|r| r.iter().map(Value::as_u64).collect())
+                            .unwrap_or_default(),
                         duplicate: v["duplicate"] == Value::Bool(true),
                     },
                     // A 200 whose body did not arrive whole: the outcome is not known.
@@ -190,16 +247,18 @@ fn attempt(sh: &Shared, process: &str, s: &Send<'_>, n: u32) -> Op {
             }
         }
     };
-    if let WriteOutcome::Acked { ids, .. } = &outcome
-        && let Some(first) = ids.first()
-    {
-        sh.remember(first);
+    if let WriteOutcome::Acked { ids, revisions, .. } = &outcome {
+        if let Some(first) = ids.first() {
+            sh.remember(first);
+        }
+        sh.saw_revisions(&s.body.keys, revisions);
     }
     let w = Write {
         req: s.req.to_owned(),
         attempt: n,
         shape: s.body.shape,
         keys: s.body.keys.clone(),
+        expected: s.body.expected.clone(),
         durability: s.durability,
         idempotency_key: s.idempotency_key.clone(),
         timeout,
@@ -276,7 +335,7 @@ pub fn random_write(
     timeouts: bool,
 ) -> (Vec<Op>, Option<Vec<String>>) {
     let req = format!("{who}.{r}");
-    let body = body(&req, rng);
+    let body = body(sh, &req, rng);
     let s = random_send(seed, &req, &body, rng, timeouts);
     write_request(sh, who, &s)
 }

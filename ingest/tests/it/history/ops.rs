@@ -67,6 +67,8 @@ pub struct Commit {
     pub shard: u64,
     /// `None` for a payload the workload did not write.
     pub tag: Option<Tag>,
+    /// Its stream revision (`None` for an unkeyed commit).
+    pub revision: Option<u64>,
     /// The commit's JSON exactly as served.
     pub raw: String,
 }
@@ -125,13 +127,23 @@ pub enum Shape {
     CrossShard,
     /// JSON commits all with one key.
     SingleKey,
+    /// JSON commits with distinct hot keys, each expecting the revision last seen of its
+    /// stream (`expected_revision`): often stale, then `412`.
+    Conditional,
+}
+
+/// What a commit of a [`Shape::Conditional`] request expected of its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    NoStream,
+    Revision(u64),
 }
 
 /// What a write attempt got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     /// `200`.
-    Acked { ids: Vec<String>, duplicate: bool },
+    Acked { ids: Vec<String>, revisions: Vec<Option<u64>>, duplicate: bool },
     /// An error status other than `504`: nothing of this attempt may ever be visible.
     Refused { status: u16, code: String },
     /// `504` or a connection error: written whole or not at all.
@@ -147,6 +159,8 @@ pub struct Write {
     pub shape: Shape,
     /// Each commit's key, in request order.
     pub keys: Vec<Option<String>>,
+    /// Each commit's expectation, in request order (all `None` but for conditional writes).
+    pub expected: Vec<Option<Expected>>,
     pub durability: Option<&'static str>,
     pub idempotency_key: Option<String>,
     pub timeout: Option<&'static str>,
@@ -329,7 +343,19 @@ impl fmt::Display for Op {
         write!(f, "#{} [{a} .. {b}] {}: ", self.id, self.process)?;
         match &self.kind {
             Kind::Write(w) => {
-                let keys: Vec<&str> = w.keys.iter().map(|k| k.as_deref().unwrap_or("-")).collect();
+                let keys: Vec<String> = w
+                    .keys
+                    .iter()
+                    .zip(&w.expected)
+                    .map(|(k, e)| {
+                        let k = k.as_deref().unwrap_or("-");
+                        match e {
+                            None => k.to_owned(),
+                            Some(Expected::NoStream) => format!("{k}@none"),
+                            Some(Expected::Revision(r)) => format!("{k}@{r}"),
+                        }
+                    })
+                    .collect();
                 write!(
                     f,
                     "write {} attempt {} {:?} {} commits keys [{}] durability={} idempotency-key={} timeout={} -> ",
@@ -343,8 +369,17 @@ impl fmt::Display for Op {
                     w.timeout.unwrap_or("none"),
                 )?;
                 match &w.outcome {
-                    WriteOutcome::Acked { ids, duplicate } => {
-                        write!(f, "200 ids {} duplicate={duplicate}", ids_brief(ids))
+                    WriteOutcome::Acked { ids, revisions, duplicate } => {
+                        let revs: Vec<String> = revisions
+                            .iter()
+                            .map(|r| r.map_or("-".to_owned(), |r| r.to_string()))
+                            .collect();
+                        write!(
+                            f,
+                            "200 ids {} revisions [{}] duplicate={duplicate}",
+                            ids_brief(ids),
+                            revs.join(",")
+                        )
                     }
                     WriteOutcome::Refused { status, code } => write!(f, "{status} {code}"),
                     WriteOutcome::Unknown { status, why } => match status {

@@ -38,6 +38,8 @@ struct RawCommit {
     key: Option<String>,
     shard: u64,
     #[serde(default)]
+    revision: Option<u64>,
+    #[serde(default)]
     payload: Value,
 }
 
@@ -60,7 +62,8 @@ pub fn parse_commit(text: &str) -> Result<Commit, String> {
         (Some(req), Some(i)) => Some(Tag { req: req.to_owned(), index: i as u32 }),
         _ => None,
     };
-    Ok(Commit { id: c.id, key: c.key, shard: c.shard, tag, raw: text.to_owned() })
+    let (id, key, shard, revision) = (c.id, c.key, c.shard, c.revision);
+    Ok(Commit { id, key, shard, tag, revision, raw: text.to_owned() })
 }
 
 /// The path of a timeline request.

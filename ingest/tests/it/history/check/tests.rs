@@ -3,8 +3,8 @@
 //! vacuous; they do not start a server.
 
 use super::super::ops::{
-    Commit, Connect, Event, FinalRead, History, Kind, Op, Page, Read, ReadOutcome, Reread, Shape,
-    Start, Tag, TailSession, Write, WriteOutcome,
+    Commit, Connect, Event, Expected, FinalRead, History, Kind, Op, Page, Read, ReadOutcome,
+    Reread, Shape, Start, Tag, TailSession, Write, WriteOutcome,
 };
 use super::*;
 
@@ -19,6 +19,7 @@ fn commit(n: u64, req: &str, i: u32) -> Commit {
         key: None,
         shard: 0,
         tag: Some(Tag { req: req.into(), index: i }),
+        revision: None,
         raw: format!(
             r#"{{"id":"{}","key":null,"shard":0,"payload":{{"t":"{req}","i":{i}}}}}"#,
             id(n)
@@ -45,6 +46,7 @@ fn write(req: &str, attempt: u32, n: usize, t: (u64, u64), outcome: WriteOutcome
         attempt,
         shape: Shape::Unkeyed,
         keys: vec![None; n],
+        expected: vec![None; n],
         durability: None,
         idempotency_key: Some(format!("key-{req}")),
         timeout: None,
@@ -54,7 +56,11 @@ fn write(req: &str, attempt: u32, n: usize, t: (u64, u64), outcome: WriteOutcome
 }
 
 fn acked(ids: &[u64], duplicate: bool) -> WriteOutcome {
-    WriteOutcome::Acked { ids: ids.iter().map(|&n| id(n)).collect(), duplicate }
+    WriteOutcome::Acked {
+        ids: ids.iter().map(|&n| id(n)).collect(),
+        revisions: vec![None; ids.len()],
+        duplicate,
+    }
 }
 
 fn lost() -> WriteOutcome {
@@ -309,4 +315,75 @@ fn history_checker_rejects_a_tail_that_misses_or_repeats() {
         let v = tails_miss_and_repeat_nothing(&Index::new(&h));
         assert!(!v.is_empty(), "{ids:?} passed");
     }
+}
+
+/// Commit `n` of request `req` (index `i`) in stream `key` at `revision`.
+fn in_stream(n: u64, req: &str, i: u32, key: &str, revision: u64) -> Commit {
+    Commit { key: Some(key.into()), revision: Some(revision), ..commit(n, req, i) }
+}
+
+/// A keyed write of `ids` acknowledged with `revisions`, each commit expecting `expected`.
+fn stream_write(
+    req: &str,
+    key: &str,
+    ids: &[u64],
+    revisions: &[u64],
+    expected: &[Option<Expected>],
+) -> Op {
+    let w = Write {
+        req: req.into(),
+        attempt: 1,
+        shape: Shape::Conditional,
+        keys: vec![Some(key.into()); ids.len()],
+        expected: expected.to_vec(),
+        durability: None,
+        idempotency_key: None,
+        timeout: None,
+        outcome: WriteOutcome::Acked {
+            ids: ids.iter().map(|&n| id(n)).collect(),
+            revisions: revisions.iter().map(|&r| Some(r)).collect(),
+            duplicate: false,
+        },
+    };
+    op("writer", 0, 1, Kind::Write(w))
+}
+
+/// Two writes on stream `k`, the second expecting the first's last revision, and the final
+/// read of `stored` (revisions as given).
+fn stream_history(answered: [u64; 3], stored: [u64; 3], expected: u64) -> History {
+    History::new(vec![
+        stream_write("s", "k", &[1, 2], &answered[..2], &[None, None]),
+        stream_write("t", "k", &[3], &answered[2..], &[Some(Expected::Revision(expected))]),
+        final_read(
+            &[
+                in_stream(1, "s", 0, "k", stored[0]),
+                in_stream(2, "s", 1, "k", stored[1]),
+                in_stream(3, "t", 0, "k", stored[2]),
+            ],
+            50,
+        ),
+    ])
+}
+
+#[test]
+fn history_checker_accepts_streams_numbered_as_answered() {
+    let h = stream_history([0, 1, 2], [0, 1, 2], 1);
+    let v = check_all(&h);
+    assert!(v.is_empty(), "{}", v.iter().map(|v| v.render(&h)).collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
+fn history_checker_rejects_a_gap_in_a_stream() {
+    let h = stream_history([0, 1, 3], [0, 1, 3], 2);
+    assert_eq!(failing(&h), vec!['8'], "a gap at 2");
+}
+
+#[test]
+fn history_checker_rejects_revisions_other_than_answered_or_expected() {
+    assert_eq!(
+        failing(&stream_history([0, 1, 1], [0, 1, 2], 1)),
+        vec!['9'],
+        "answered 1, stored 2"
+    );
+    assert_eq!(failing(&stream_history([0, 1, 2], [0, 1, 2], 0)), vec!['9'], "expected 0, got 2");
 }

@@ -148,7 +148,7 @@ pub fn idempotent_retries_never_duplicate(ix: &Index<'_>) -> Vec<Violation> {
     }
     for (&req, attempts) in &ix.attempts {
         let mut acked = attempts.iter().filter_map(|(op, w)| match &w.outcome {
-            WriteOutcome::Acked { ids, duplicate } => Some((op, ids, *duplicate)),
+            WriteOutcome::Acked { ids, duplicate, .. } => Some((op, ids, *duplicate)),
             _ => None,
         });
         let Some((first_op, first_ids, _)) = acked.next() else { continue };
