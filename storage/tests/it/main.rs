@@ -10,6 +10,7 @@ mod merge;
 mod readonly;
 mod recovery;
 mod retention;
+mod revisions;
 mod roundtrip;
 mod txn;
 
