@@ -101,6 +101,8 @@ pub struct Batch {
     pub rejected: Vec<(usize, String)>,
     /// The key of every commit, when the request names one stream (the streams endpoint).
     pub stream: Option<Box<[u8]>>,
+    /// `?on_conflict=record`: a failed expectation is written anyway, marked, not refused.
+    pub record_conflicts: bool,
 }
 
 impl Batch {

@@ -3,7 +3,10 @@
 //!
 //! Every keyed commit is numbered, whichever endpoint wrote it; a commit carrying an
 //! expectation is checked against the revision its stream has just before it (earlier commits
-//! of the same request included). A part whose expectations do not all hold is not written.
+//! of the same request included). A part whose expectations do not all hold is not written,
+//! unless the request says `on_conflict=record`: then each commit whose expectation failed is
+//! written with the `CONFLICT` flag and what it expected in `aux` (its stream's revision before
+//! it is its own minus one), for readers to judge.
 //!
 //! What it is not: HTTP (headers and bodies become an [`Expect`] in `api::streams` and `body`)
 //! or the index (`storage::revisions`).
@@ -109,8 +112,9 @@ pub fn number(
     // look beyond the first entry).
     let mut at: HashMap<u128, usize> = HashMap::new();
     let mut conflicts = Vec::new();
+    let mut marks = Vec::new();
     if commits.iter().all(|&i| batch.key(&batch.commits[i as usize]).is_none()) {
-        return Ok(Numbered { revisions, streams });
+        return Ok(Numbered { revisions, streams, marks });
     }
     revisions.reserve(commits.len());
     for &i in commits {
@@ -130,7 +134,12 @@ pub fn number(
         };
         let (_, first, count) = streams[e];
         let next = first + count;
-        if !c.expect.holds(next) {
+        if !c.expect.holds(next) && batch.record_conflicts {
+            if marks.is_empty() {
+                marks = vec![None; commits.len()];
+            }
+            marks[revisions.len()] = Some(c.expect);
+        } else if !c.expect.holds(next) {
             conflicts.push(Conflict {
                 index: i,
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -141,7 +150,7 @@ pub fn number(
         streams[e].2 += 1;
         revisions.push(next);
     }
-    if conflicts.is_empty() { Ok(Numbered { revisions, streams }) } else { Err(conflicts) }
+    if conflicts.is_empty() { Ok(Numbered { revisions, streams, marks }) } else { Err(conflicts) }
 }
 
 /// The numbering of one part.
@@ -151,9 +160,38 @@ pub struct Numbered {
     pub revisions: Vec<u64>,
     /// (stream hash, first revision, count).
     pub streams: Vec<(u128, u64, u64)>,
+    /// With `on_conflict=record`: per commit, the expectation it failed (empty when none did).
+    pub marks: Vec<Option<Expect>>,
+}
+
+/// `aux` of a commit marked `CONFLICT`: the expectation it failed (`no_stream` and
+/// `stream_exists` take the two highest values, which no revision reaches).
+pub fn encode_expected(e: Expect) -> u64 {
+    match e {
+        Expect::Exactly(r) => r,
+        Expect::NoStream => u64::MAX,
+        Expect::StreamExists | Expect::Any => u64::MAX - 1,
+    }
+}
+
+/// The `"conflict"` of a stored commit marked `CONFLICT` with `aux` at `revision`: what it
+/// expected, and its stream's revision just before it.
+pub fn conflict_json(aux: u64, revision: u64) -> Value {
+    let expected = match aux {
+        u64::MAX => Expect::NoStream,
+        a if a == u64::MAX - 1 => Expect::StreamExists,
+        r => Expect::Exactly(r),
+    };
+    let actual = if revision == NO_REVISION { None } else { last_of(revision) };
+    json!({"expected": expected.to_json(), "actual": actual})
 }
 
 impl Numbered {
+    /// Whether the part's `k`-th commit failed its expectation (and is written marked).
+    pub fn mark(&self, k: usize) -> Option<Expect> {
+        self.marks.get(k).copied().flatten()
+    }
+
     /// The revision of the part's `k`-th commit.
     pub fn of(&self, k: usize) -> u64 {
         self.revisions.get(k).copied().unwrap_or(NO_REVISION)

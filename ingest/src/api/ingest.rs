@@ -37,6 +37,7 @@ pub(super) struct IngestQuery {
     partial: Option<bool>,
     durability: Option<String>,
     timeout: Option<String>,
+    on_conflict: Option<String>,
 }
 
 pub(super) async fn post_commits(
@@ -72,7 +73,7 @@ pub(super) async fn ingest(
             return Err(refuse(&st, &headers, body, false, deadline, e).await);
         }
     };
-    let Ask { durability, timeout_ms, partial, ids, key } = ask;
+    let Ask { durability, timeout_ms, partial, ids, key, record_conflicts } = ask;
     let deadline = started + Duration::from_millis(timeout_ms);
     // The body is charged to the in-flight budget as it arrives; the deadline covers it too.
     let mut charge = st.body_budget.charge();
@@ -95,6 +96,7 @@ pub(super) async fn ingest(
     if let Some(s) = stream {
         crate::streams::bind(&mut batch, s.key, s.expect)?;
     }
+    batch.record_conflicts = record_conflicts;
     // The answer lists every id (about 30 bytes of text and 60 of JSON value each).
     if ids || partial {
         charge.add(batch.commits.len() * ANSWER_ID_BYTES).map_err(|_| {
@@ -204,6 +206,18 @@ impl Run {
         };
         let txn = (plan.len() > 1 || (keyed.is_some() && !plan.is_empty()))
             .then(|| self.entry.log.txns().new_id(plan.len() as u16, keyed.is_some()));
+        if txn.is_some() && self.batch.record_conflicts {
+            if let Some(k) = keyed {
+                self.st.idempotency.abandon(&self.entry.name, &k.key, k.done);
+            }
+            // A transaction's frames hold its id where a recorded conflict keeps what it
+            // expected (format version 1): refused before anything is written.
+            return Err(ApiError::bad_request(
+                "unsupported",
+                "on_conflict=record is not available for a request written as a transaction \
+                 (one with an Idempotency-Key, or whose commits span several shards)",
+            ));
+        }
         let write = Write { plan, txn, cpu, keyed, deadline, timeout_ms };
         if write.txn.is_none() && write.keyed.is_none() {
             return self.execute(write).await;
@@ -339,6 +353,7 @@ struct Ask {
     partial: bool,
     ids: bool,
     key: Option<String>,
+    record_conflicts: bool,
 }
 
 /// Checks everything but the body.
@@ -373,12 +388,23 @@ fn prepare(
             Some(k.to_owned())
         }
     };
+    let record_conflicts = match q.on_conflict.as_deref() {
+        None | Some("reject") => false,
+        Some("record") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("on_conflict {other:?} is not reject or record"),
+            ));
+        }
+    };
     Ok(Ask {
         durability,
         timeout_ms,
         partial: q.partial.unwrap_or(false),
         ids: q.ids.unwrap_or(true),
         key,
+        record_conflicts,
     })
 }
 

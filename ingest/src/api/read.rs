@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use storage::format::NO_REVISION;
+use storage::format::flags::CONFLICT;
 use storage::{Record, Start};
 
 /// Most commits one page returns.
@@ -33,6 +34,9 @@ pub fn render(r: &Record<'_>) -> Value {
     o.insert("shard".into(), json!(r.shard));
     if f.revision != NO_REVISION {
         o.insert("revision".into(), json!(f.revision));
+    }
+    if f.flags & CONFLICT != 0 {
+        o.insert("conflict".into(), crate::streams::conflict_json(f.aux, f.revision));
     }
     match payload_value(f.payload) {
         Some(v) => o.insert("payload".into(), v),
@@ -68,6 +72,11 @@ pub fn render_into(out: &mut Vec<u8>, r: &Record<'_>) {
     if f.revision != NO_REVISION {
         out.extend_from_slice(b",\"revision\":");
         push_decimal(out, f.revision);
+    }
+    if f.flags & CONFLICT != 0 {
+        out.extend_from_slice(b",\"conflict\":");
+        let c = crate::streams::conflict_json(f.aux, f.revision);
+        serde_json::to_writer(&mut *out, &c).expect("writing to a Vec cannot fail");
     }
     let trimmed = f.payload.trim_ascii();
     // Cheapest test first: a payload with a line break is never copied as it is.
@@ -213,22 +222,18 @@ mod tests {
     use storage::format::FrameRef;
 
     fn check(key: &[u8], payload: &[u8]) {
-        check_with(key, payload, u64::MAX);
-        check_with(key, payload, 0);
-        check_with(key, payload, 1 << 40);
+        check_with(key, payload, u64::MAX, 0, 0);
+        check_with(key, payload, 0, 0, 0);
+        check_with(key, payload, 1 << 40, 0, 0);
+        // Recorded conflicts: expected a revision, a new stream, an existing one.
+        check_with(key, payload, 0, CONFLICT, u64::MAX - 1);
+        check_with(key, payload, 7, CONFLICT, 2);
+        check_with(key, payload, 3, CONFLICT, u64::MAX);
     }
 
-    fn check_with(key: &[u8], payload: &[u8], revision: u64) {
+    fn check_with(key: &[u8], payload: &[u8], revision: u64, flags: u16, aux: u64) {
         let r = Record {
-            frame: FrameRef {
-                id: Ulid(12345),
-                flags: 0,
-                revision,
-                aux: 0,
-                key,
-                payload,
-                inverse: b"",
-            },
+            frame: FrameRef { id: Ulid(12345), flags, revision, aux, key, payload, inverse: b"" },
             shard: 3,
         };
         let mut out = Vec::new();

@@ -91,7 +91,7 @@ fn bad_commits_are_named_by_index() {
     check_err(
         JSON,
         r#"{"commits": [{"payload": 1, "colour": 2}]}"#,
-        "commit 0: unknown field \"colour\" (key, payload, inverse)",
+        "commit 0: unknown field \"colour\" (key, payload, inverse, expected_revision)",
     );
     check_err(
         JSON,
@@ -239,4 +239,33 @@ fn parsing_and_decoding_charge_the_budget_and_stop_when_it_is_spent() {
     let out = decode(Bytes::from(gz.finish().unwrap()), Some("gzip"), limits, &mut c).unwrap();
     assert_eq!(out.len(), 300 << 10);
     assert!(c.bytes() >= out.len(), "decompressed bytes are charged");
+}
+
+#[test]
+fn expected_revisions_are_read_as_sent_and_bad_ones_named() {
+    let b = parse_str(
+        JSON,
+        r#"{"commits": [{"key": "a", "payload": 1, "expected_revision": 4},
+            {"key": "b", "payload": 2, "expected_revision": "no_stream"},
+            {"key": "c", "payload": 3, "expected_revision": "stream_exists"},
+            {"key": "d", "payload": 4, "expected_revision": "any"},
+            {"key": "e", "payload": 5}]}"#,
+    )
+    .unwrap();
+    let got: Vec<Expect> = b.commits.iter().map(|c| c.expect).collect();
+    assert_eq!(
+        got,
+        [Expect::Exactly(4), Expect::NoStream, Expect::StreamExists, Expect::Any, Expect::Any]
+    );
+    for bad in ["-1", "1.5", "\"latest\"", "null", "[0]", "18446744073709551616"] {
+        let body =
+            format!(r#"{{"commits": [{{"key": "a", "payload": 1, "expected_revision": {bad}}}]}}"#);
+        let e = parse_str(JSON, &body).unwrap_err().to_string();
+        assert!(e.starts_with("commit 0: \"expected_revision\""), "{bad}: {e}");
+    }
+    check_err(
+        JSON,
+        r#"{"commits": [{"payload": 1, "expected_revision": 0}]}"#,
+        "commit 0: \"expected_revision\" needs a \"key\"",
+    );
 }

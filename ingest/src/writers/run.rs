@@ -368,13 +368,22 @@ fn append(
         .enumerate()
         .map(|(k, &i)| {
             let c = &b.commits[i as usize];
+            let (mut flags, mut aux) = match a.txn {
+                Some(id) => (storage::format::flags::TXN_PART, id),
+                None => (0, 0),
+            };
+            // The request refuses `on_conflict=record` in a transaction: `aux` is the id there.
+            if let (Some(e), None) = (n.mark(k), a.txn) {
+                flags |= storage::format::flags::CONFLICT;
+                aux = streams::encode_expected(e);
+            }
             NewRecord {
                 key: b.key(c).unwrap_or(&[]),
                 payload: b.payload(c),
                 inverse: b.inverse(c),
                 revision: n.of(k),
-                flags: if a.txn.is_some() { storage::format::flags::TXN_PART } else { 0 },
-                aux: a.txn.unwrap_or(0),
+                flags,
+                aux,
             }
         })
         .collect();
