@@ -2,8 +2,9 @@
 //! (0 for a stream never written). The shard's writer owns it and is the only one to number a
 //! stream, so numbering and checking an expected revision need no lock.
 //!
-//! Keys are held by a 128-bit FNV-1a hash: 24 bytes of entry per stream plus the table's own
-//! overhead (about 40 bytes per stream in all, measured in `bench`), whatever the key's length.
+//! Keys are held by a 128-bit FNV-1a hash: a table entry of 32 bytes plus a control byte per
+//! stream, whatever the key's length, in a table of a power-of-two size at most 7/8 full: 37–75
+//! bytes per stream (69 measured as RSS growth at one million streams). It is not spilled.
 //! Two keys sharing a hash would share a counter; for keys that are not built to collide that
 //! takes about 2^64 streams.
 //!

@@ -13,6 +13,7 @@ mod pages;
 mod process;
 mod prometheus;
 mod startup;
+mod streams;
 mod tail;
 mod tail_deleted;
 mod tail_recovery;
