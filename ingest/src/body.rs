@@ -487,9 +487,6 @@ fn commit_fields(raw: &RawValue) -> Result<CommitFields<'_>, String> {
         Some(Ok(Some(k))) => Some(std::borrow::Cow::Owned(k)),
         Some(Err(_)) => return Err("\"key\" must be a string".into()),
     };
-    if expect != Expect::Any && key.is_none() {
-        return Err("\"expected_revision\" needs a \"key\"".into());
-    }
     Ok((key, payload, c.get("inverse").copied(), expect))
 }
 

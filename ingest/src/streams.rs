@@ -229,6 +229,18 @@ pub fn bind(batch: &mut Batch, key: Box<[u8]>, expect: Expect) -> Result<(), Api
     Ok(())
 }
 
+/// Refuses a commit that expects a revision but has no stream: on the plain ingest endpoint,
+/// one without a key (on the streams endpoint every commit has the path's key).
+pub fn check_expectations_have_streams(batch: &Batch) -> Result<(), ApiError> {
+    match batch.commits.iter().position(|c| c.expect != Expect::Any && batch.key(c).is_none()) {
+        None => Ok(()),
+        Some(index) => Err(ApiError::InvalidCommit {
+            index,
+            reason: "\"expected_revision\" needs a \"key\"".into(),
+        }),
+    }
+}
+
 /// The stream's last revision before a request, from a conflict of that request's commits
 /// (all of one stream, numbered one after the other).
 pub fn current_from(c: &Conflict) -> Option<u64> {

@@ -9,9 +9,11 @@
 //!
 //! Writers number streams (`crate::streams`): a job whose stream is held by a transaction not
 //! yet decided waits in its writer (parked, at most a queue's depth of jobs) until the
-//! decision, so that an abort never leaves a gap. A transaction's job waits at most
-//! `TXN_WAIT_MS_MAX` (two transactions may each hold what the other waits for), then fails
-//! with `stream_busy`.
+//! decision, so that an abort never leaves a gap. Requests with jobs on several writers queue
+//! them under one lock ([`Writers::order`]), so they are in one order in every queue and a
+//! transaction only ever waits for one queued before it; a transaction's job still gives up
+//! after `TXN_WAIT_MS_MAX` (`stream_busy`), a bound on a long chain rather than a way out of
+//! a cycle.
 //!
 //! What it is not: a parser or a router; jobs arrive ready to append.
 
@@ -84,6 +86,11 @@ pub struct Append {
     pub reply: oneshot::Sender<Vec<Result<Appended, ApiError>>>,
     /// When it was queued (the writer measures how long it waited).
     pub queued_at: std::time::Instant,
+    /// For a transaction with no participant outside the shards: the jobs of its request not
+    /// yet appended (and synced, for `sync`). The writer that takes it to zero commits the
+    /// transaction before it answers, so that its streams are free without waiting for the
+    /// request's task.
+    pub unfinished: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// What one part of an [`Append`] got.
@@ -112,6 +119,8 @@ pub struct Writers {
     bursts: Arc<tokio::sync::Notify>,
     /// Per writer: jobs it holds back until a transaction on their streams is decided.
     parked: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    /// Held while a request queues its jobs on several writers (`Writers::order`).
+    order: Mutex<()>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -133,11 +142,18 @@ impl Writers {
         let bursts = Arc::new(tokio::sync::Notify::new());
         let parked: Arc<Vec<std::sync::atomic::AtomicUsize>> =
             Arc::new((0..n).map(|_| Default::default()).collect());
-        for w in 0..n {
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
             let (tx, rx) = mpsc::channel(depth);
             queues.push(tx);
+            receivers.push(rx);
+        }
+        let weak: Arc<Vec<mpsc::WeakSender<Job>>> =
+            Arc::new(queues.iter().map(mpsc::Sender::downgrade).collect());
+        for (w, rx) in receivers.into_iter().enumerate() {
             let core = (n <= cores).then_some(w);
             let shared = run::Shared {
+                queues: Arc::clone(&weak),
                 nudge_pending: Arc::clone(&nudge_pending),
                 nudge_target: Arc::clone(&nudge_target),
                 bursts: Arc::clone(&bursts),
@@ -159,6 +175,7 @@ impl Writers {
             nudge_target,
             bursts,
             parked,
+            order: Mutex::new(()),
             metrics,
         })
     }
@@ -263,6 +280,14 @@ impl Writers {
                 Err(ApiError::Unavailable { reason: "the server is stopping", retry_after_s: 1 })
             }
         }
+    }
+
+    /// Held while a request queues its jobs on several writers: such requests are then in one
+    /// order in every queue, so a transaction's job that waits for a stream waits only for a
+    /// transaction queued before it, everywhere, and no two transactions wait for each other.
+    /// Only the sends happen under it (the queue slots are reserved before).
+    pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+        crate::lock(&self.order)
     }
 
     /// Tells every writer holding jobs back for an undecided transaction to look again: call

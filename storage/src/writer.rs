@@ -109,6 +109,11 @@ impl ShardWriter {
         (&mut self.revisions, &self.shard.txns)
     }
 
+    /// The transactions of this shard's log.
+    pub fn txns(&self) -> &crate::txn::Txns {
+        &self.shard.txns
+    }
+
     pub(crate) fn set_revisions(&mut self, r: Revisions) {
         self.revisions = r;
     }

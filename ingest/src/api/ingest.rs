@@ -96,6 +96,7 @@ pub(super) async fn ingest(
     if let Some(s) = stream {
         crate::streams::bind(&mut batch, s.key, s.expect)?;
     }
+    crate::streams::check_expectations_have_streams(&batch)?;
     batch.record_conflicts = record_conflicts;
     // The answer lists every id (about 30 bytes of text and 60 of JSON value each).
     if ids || partial {
@@ -586,6 +587,11 @@ async fn write_parts(
         entry.log.begin_txn(id, &shards);
     }
     let mut waits = Vec::with_capacity(jobs.len());
+    let mut ready = Vec::with_capacity(jobs.len());
+    // A transaction of the shards alone is committed by the writer that finishes it last.
+    let unfinished = txn
+        .filter(|&id| !storage::txn::is_external(id))
+        .map(|_| Arc::new(std::sync::atomic::AtomicUsize::new(jobs.len())));
     let local = cpu % st.writers.count();
     for (permit, (w, parts)) in permits.into_iter().zip(jobs) {
         let m = &st.metrics.writers[w];
@@ -597,7 +603,7 @@ async fn write_parts(
         }
         let (reply, wait) = tokio::sync::oneshot::channel();
         let indices: Vec<Vec<u32>> = parts.iter().map(|(_, c)| c.clone()).collect();
-        permit.send(Job::Append(Append {
+        let job = Job::Append(Append {
             log: entry.id,
             batch: Arc::clone(batch),
             parts,
@@ -605,8 +611,18 @@ async fn write_parts(
             txn,
             reply,
             queued_at: std::time::Instant::now(),
-        }));
+            unfinished: unfinished.clone(),
+        });
+        ready.push((permit, job));
         waits.push((indices, wait));
+    }
+    // Jobs of one request on several writers are queued in one order on all of them, so a
+    // transaction only ever waits for one queued before it (`Writers::order`).
+    {
+        let _order = (ready.len() > 1).then(|| st.writers.order());
+        for (permit, job) in ready {
+            permit.send(job);
+        }
     }
     let mut out = Written { ids: vec![Ulid(0); batch.commits.len()], revisions: Vec::new() };
     let mut first_error = None;

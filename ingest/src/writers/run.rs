@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 /// What a writer thread shares with [`super::Writers`].
 pub(super) struct Shared {
+    /// Every writer's queue (weak: a writer's own thread must not keep queues open), for the
+    /// `Recheck` after a writer commits a transaction.
+    pub queues: Arc<Vec<mpsc::WeakSender<Job>>>,
     pub nudge_pending: Arc<Vec<AtomicBool>>,
     pub nudge_target: Arc<Mutex<u128>>,
     pub bursts: Arc<tokio::sync::Notify>,
@@ -36,13 +39,13 @@ struct Parked {
     streams: Vec<StreamAt>,
     /// A held stream's key (for a `stream_busy` answer).
     key: String,
-    /// A transaction's job gives up then (`stream_busy`): it may hold a stream that another
-    /// waiting transaction needs, and the wait of one of them must end.
+    /// A transaction's job gives up then (`stream_busy`): it may hold streams on other
+    /// writers, so its wait holds others back too.
     until: Option<std::time::Instant>,
 }
 
 /// How long a transaction's job waits for a stream held by another undecided transaction.
-const TXN_WAIT_MS_MAX: u64 = 50;
+const TXN_WAIT_MS_MAX: u64 = 1000;
 
 /// One writer's state.
 struct State {
@@ -141,13 +144,15 @@ pub(super) fn run(
             st.run_parked();
         }
         sh.parked[w].store(st.parked.len(), Ordering::SeqCst);
-        st.commit_and_answer();
+        if st.commit_and_answer() {
+            recheck(sh);
+        }
         metrics.busy_seconds.inc_by(started.elapsed().as_secs_f64());
         sh.bursts.notify_waiters();
     }
     rx.close();
     st.refuse_parked(None, "the server is stopping");
-    st.commit_and_answer();
+    let _ = st.commit_and_answer();
     for (key, mut w) in st.shards {
         if let Err(e) = w.sync() {
             tracing::error!(log = key.0, shard = key.1, error = %e, "final sync failed");
@@ -303,8 +308,10 @@ impl State {
         self.answers.push((a, results));
     }
 
-    /// Group commit (one sync per shard for every sync job of the burst), then the answers.
-    fn commit_and_answer(&mut self) {
+    /// Group commit (one sync per shard for every sync job of the burst), then the answers;
+    /// commits the transactions whose last job this was. Answers whether it committed any.
+    fn commit_and_answer(&mut self) -> bool {
+        let mut committed = false;
         let mut failed: HashMap<(u64, u32), String> = HashMap::new();
         for key in self.to_sync.drain() {
             if let Some(w) = self.shards.get_mut(&key)
@@ -324,8 +331,31 @@ impl State {
                     }
                     (r, _) => r,
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            if let (Some(left), Some(id)) = (&a.unfinished, a.txn)
+                && results.iter().all(Result::is_ok)
+                && left.fetch_sub(1, Ordering::AcqRel) == 1
+                && let Some(w) = a.parts.first().and_then(|(s, _)| self.shards.get(&(a.log, *s)))
+            {
+                // Every part is written (and synced, each by its own writer, before it
+                // counted): decided here. The request's task commits again, to no effect.
+                w.txns().commit(id);
+                committed = true;
+            }
             let _ = a.reply.send(results);
+        }
+        committed
+    }
+}
+
+/// Sends `Recheck` to every writer holding jobs back (its own included).
+fn recheck(sh: &Shared) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    for (q, parked) in sh.queues.iter().zip(sh.parked.iter()) {
+        if parked.load(Ordering::SeqCst) > 0
+            && let Some(q) = q.upgrade()
+        {
+            let _ = q.try_send(Job::Recheck);
         }
     }
 }
