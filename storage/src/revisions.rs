@@ -16,7 +16,9 @@
 //!
 //! Recovery ([`recover`]): the last snapshot (`revisions.snap`, written at every segment roll),
 //! corrected for the transactions it saw undecided that aborted, then every commit after the
-//! ULID it covers. Only without a usable snapshot is the whole shard read.
+//! ULID it covers. Only without a usable snapshot is the whole shard read. A corrupt frame on
+//! the way leaves the index [`Revisions::broken`]: the service then refuses keyed writes to the
+//! shard rather than number a stream twice.
 //!
 //! What it is not: a check of expectations (the service's writers decide what an expected
 //! revision means) or a reader of streams.
@@ -47,6 +49,9 @@ pub struct Revisions {
     undecided: Vec<(u64, Vec<(u128, u64)>)>,
     /// Stream → the undecided transaction that moved it last.
     held: HashMap<u128, u64>,
+    /// Why recovery could not count every stream (a corrupt frame): the shard must not
+    /// number any stream, or it could give a revision twice.
+    broken: Option<String>,
 }
 
 impl Revisions {
@@ -72,6 +77,11 @@ impl Revisions {
     /// stream's next revision is not known for sure.
     pub fn undecided_on(&self, h: u128) -> Option<u64> {
         self.held.get(&h).copied()
+    }
+
+    /// Why the index cannot be trusted, if recovery could not read the whole shard.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     /// Whether a transaction that moved a stream here is not settled yet.
@@ -235,11 +245,22 @@ pub(crate) fn recover(
         }
     };
     let mut c = shard.cursor(start);
-    while let Some(r) = c.next()? {
-        report.commits_read += 1;
-        let f = &r.frame;
-        if !f.key.is_empty() && f.revision != NO_REVISION {
-            rev.observe(key_hash(f.key), f.revision);
+    loop {
+        match c.next() {
+            Ok(Some(r)) => {
+                report.commits_read += 1;
+                let f = &r.frame;
+                if !f.key.is_empty() && f.revision != NO_REVISION {
+                    rev.observe(key_hash(f.key), f.revision);
+                }
+            }
+            Ok(None) => break,
+            // Readers meet the same damage and say so; the log still opens, and its unkeyed
+            // writes go on, but no stream of this shard is numbered again.
+            Err(e) => {
+                rev.broken = Some(e.to_string());
+                break;
+            }
         }
     }
     Ok((rev, report))

@@ -348,10 +348,10 @@ impl ShardWriter {
         self.next_asked = false;
         // Everything appended so far is in the old segment: recovery starts after it. Best
         // effort: without a snapshot recovery reads the older segments too, and finds the same.
-        if !self.revisions.is_empty() {
-            let snap = self.revisions.snapshot(Ulid(old_seg.last_id()));
-            let _ = crate::revisions::write_snapshot(&shard.dir, &snap);
-        }
+        // Written when no stream exists as well (44 bytes): the next open then need not
+        // read the sealed segments to find that out.
+        let snap = self.revisions.snapshot(Ulid(old_seg.last_id()));
+        let _ = crate::revisions::write_snapshot(&shard.dir, &snap);
         let seal = Msg::Seal { shard: shard.id as usize, segment: old_seg, writer: old_map };
         if let Err(crossbeam_channel::SendError(Msg::Seal { segment, mut writer, .. })) =
             self.maintenance.send(seal)

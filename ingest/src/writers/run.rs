@@ -265,10 +265,16 @@ impl State {
     fn run_append(&mut self, a: Append) {
         let mut numbered = Vec::with_capacity(a.parts.len());
         let mut conflicts = Vec::new();
+        let mut broken = None;
         for (shard, commits) in &a.parts {
             let n = match self.shards.get(&(a.log, *shard)) {
                 // `append` answers that the shard has no writer.
                 None => Numbered::default(),
+                Some(w) if w.revisions().broken().is_some() && part_keyed(&a, commits) => {
+                    let why = w.revisions().broken().unwrap_or_default().to_owned();
+                    broken.get_or_insert(why);
+                    Numbered::default()
+                }
                 Some(w) => match streams::number(&a.batch, commits, w.revisions()) {
                     Ok(n) => n,
                     Err(c) => {
@@ -278,6 +284,16 @@ impl State {
                 },
             };
             numbered.push(n);
+        }
+        if let Some(why) = broken {
+            let e = || {
+                ApiError::Internal(format!(
+                    "the shard's revisions could not be recovered ({why}): no stream is numbered"
+                ))
+            };
+            let results = a.parts.iter().map(|_| Err(e())).collect();
+            self.answers.push((a, results));
+            return;
         }
         if !conflicts.is_empty() {
             // Every conflict goes with the first part; the request merges its parts' lists.
@@ -346,6 +362,11 @@ impl State {
         }
         committed
     }
+}
+
+/// Whether any of `commits` of `a` has a key.
+fn part_keyed(a: &Append, commits: &[u32]) -> bool {
+    commits.iter().any(|&i| a.batch.key(&a.batch.commits[i as usize]).is_some())
 }
 
 /// Sends `Recheck` to every writer holding jobs back (its own included).
