@@ -276,3 +276,29 @@ fn a_snapshot_covering_more_than_the_shard_holds_is_not_used() {
     assert!(!snap.exists(), "the unusable snapshot is removed");
     assert_eq!(stored(&log)[&key(0)], [0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn a_corrupt_frame_met_while_counting_breaks_the_index_not_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut w) = Log::open(dir.path(), opts(1)).unwrap();
+        numbered(&mut w[0], 0, 3, None);
+        let pad = vec![b'x'; 1024];
+        let recs: Vec<NewRecord<'_>> = (0..40).map(|_| NewRecord::payload(&pad)).collect();
+        for _ in 0..3 {
+            w[0].append(&recs).unwrap();
+        }
+        w[0].sync().unwrap();
+    }
+    let shard = dir.path().join("shards/00000");
+    // No snapshot (as a log of an older build): the whole shard is counted, and the first
+    // frame of the sealed first segment is damaged.
+    std::fs::remove_file(shard.join(storage::revisions::SNAPSHOT_FILE)).unwrap();
+    let first = shard.join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[64 + storage::format::FRAME_HEADER_LEN] ^= 1;
+    std::fs::write(&first, &bytes).unwrap();
+    let (_log, w) = Log::open(dir.path(), opts(1)).unwrap();
+    let why = w[0].revisions().broken().expect("the index is broken");
+    assert!(why.contains("checksum"), "{why}");
+}
